@@ -1,0 +1,135 @@
+"""One adapter over any RecBole general model, as teacher or student.
+
+Distillation needs three things of a model: its own training loss on (user, positive, negative)
+triples, its scores for users x item lists, and (for DE) its user and item representations.
+
+Representations, by model:
+- BPR (and models scoring by an inner product of ``user_embedding`` / ``item_embedding``): the
+  embeddings.
+- LightGCN: the propagated embeddings (mean over layers), the vectors its scores are made from.
+- NeuMF: the concatenation [GMF embedding ; MLP embedding] of the user or item.
+Other general models work for ranking distillation (RRD, BD) through ``predict``; DE needs one of
+the above and says so otherwise.
+"""
+
+from __future__ import annotations
+
+import torch
+from recbole.data.interaction import Interaction
+from recbole.model.abstract_recommender import GeneralRecommender
+from recbole.utils import InputType, ModelType
+from torch import Tensor
+
+
+class BackboneError(ValueError):
+    """The model cannot serve as a teacher or student of the requested method."""
+
+
+def check_general_model(model_class: type, role: str) -> None:
+    """Fail early, naming the role, for models a KD method cannot train with its triples."""
+    name = model_class.__name__
+    if not issubclass(model_class, GeneralRecommender) or model_class.type != ModelType.GENERAL:
+        raise BackboneError(
+            f"{role} model '{name}' is not a RecBole general recommender; recbole_kd distils "
+            "general (user-item) models such as BPR, LightGCN or NeuMF."
+        )
+    if getattr(model_class, "input_type", None) not in (InputType.PAIRWISE, InputType.POINTWISE):
+        raise BackboneError(
+            f"{role} model '{name}' is trained on whole user rows, not (user, item) pairs; "
+            "choose a pairwise or pointwise model such as BPR, LightGCN or NeuMF."
+        )
+
+
+def clear_caches(model: GeneralRecommender) -> None:
+    """Drop cached all-user/all-item tensors (LightGCN's restore_*) after weights change."""
+    for name in getattr(model, "other_parameter_name", []):
+        setattr(model, name, None)
+
+
+class Backbone:
+    """Scores, representations and base loss of one RecBole general model."""
+
+    def __init__(self, model: GeneralRecommender):
+        self.model = model
+        self.name = type(model).__name__
+        self.kind = self._kind(model)
+
+    @staticmethod
+    def _kind(model: GeneralRecommender) -> str:
+        name = type(model).__name__
+        if name == "LightGCN":
+            return "propagated"
+        if name == "NeuMF":
+            return "neumf"
+        if name == "BPR":
+            return "embedding"
+        return "generic"
+
+    # ----- training loss -------------------------------------------------------------------
+    def base_loss(self, user: Tensor, pos: Tensor, neg: Tensor) -> Tensor:
+        """The model's own loss on the triples, in the batch format its input type expects."""
+        m = self.model
+        if m.input_type == InputType.PAIRWISE:
+            batch = {m.USER_ID: user, m.ITEM_ID: pos, m.NEG_ITEM_ID: neg}
+        else:
+            label_field = m.LABEL if hasattr(m, "LABEL") else "label"
+            batch = {
+                m.USER_ID: torch.cat([user, user]),
+                m.ITEM_ID: torch.cat([pos, neg]),
+                label_field: torch.cat([torch.ones_like(user), torch.zeros_like(user)]).float(),
+            }
+        loss = m.calculate_loss(Interaction(batch))
+        return sum(loss) if isinstance(loss, tuple) else loss
+
+    # ----- representations ----------------------------------------------------------------
+    def representations(self, users: Tensor, items: Tensor) -> tuple[Tensor, Tensor]:
+        """User vectors [len(users), d] and item vectors [len(items), d], differentiable."""
+        m = self.model
+        if self.kind == "embedding":
+            return m.user_embedding(users), m.item_embedding(items)
+        if self.kind == "propagated":
+            user_all, item_all = m.forward()
+            return user_all[users], item_all[items]
+        if self.kind == "neumf":
+            return (
+                torch.cat([m.user_mf_embedding(users), m.user_mlp_embedding(users)], dim=-1),
+                torch.cat([m.item_mf_embedding(items), m.item_mlp_embedding(items)], dim=-1),
+            )
+        raise BackboneError(
+            f"DE needs user and item representations, which recbole_kd defines for BPR, LightGCN "
+            f"and NeuMF, not for '{self.name}'. Use RRD or BD with this model, or another model."
+        )
+
+    def representation_dim(self) -> int:
+        """Size of the vectors ``representations`` returns."""
+        device = next(self.model.parameters()).device
+        one = torch.ones(1, dtype=torch.long, device=device)
+        with torch.no_grad():
+            return self.representations(one, one)[0].shape[-1]
+
+    # ----- scores -------------------------------------------------------------------------
+    def score(self, users: Tensor, items: Tensor) -> Tensor:
+        """Scores (logits) of ``items`` [B, n] for ``users`` [B]: [B, n], differentiable."""
+        m = self.model
+        if self.kind in ("embedding", "propagated"):
+            user_e, item_e = self.representations(users, items.reshape(-1))
+            return torch.einsum("bd,bnd->bn", user_e, item_e.view(*items.shape, -1))
+        flat_users = users.unsqueeze(1).expand_as(items).reshape(-1)
+        if self.kind == "neumf":
+            return m.forward(flat_users, items.reshape(-1)).view(items.shape)
+        batch = Interaction({m.USER_ID: flat_users, m.ITEM_ID: items.reshape(-1)})
+        return m.predict(batch).view(items.shape)
+
+    @torch.no_grad()
+    def all_item_scores(self, users: Tensor) -> Tensor:
+        """Scores of every item for ``users``: [len(users), n_items], no gradient."""
+        m = self.model
+        if self.kind == "embedding":
+            return m.user_embedding(users) @ m.item_embedding.weight.T
+        try:
+            # LightGCN and others cache their propagated embeddings here between calls.
+            return m.full_sort_predict(Interaction({m.USER_ID: users})).view(len(users), -1)
+        except NotImplementedError:
+            pass
+        items = torch.arange(m.n_items, device=users.device).expand(len(users), -1)
+        return self.score(users, items)

@@ -1,0 +1,33 @@
+"""The run's split, built once, and loaders over it for any model's config.
+
+RecBole's ``Dataset.build()`` converts the data in place and cannot run twice, so the split is made
+once per run and every model trained in it (teacher, student, warm-ups) gets loaders over the
+same three parts: none of them can see another split's test items.
+"""
+
+from __future__ import annotations
+
+from logging import getLogger
+
+from recbole.config import Config
+from recbole.data import create_dataset, create_samplers, get_dataloader
+from recbole.utils import init_seed
+
+
+def build_split(config: Config):
+    """(dataset, (train, valid, test) datasets) of ``config``, seeded as RecBole seeds them."""
+    init_seed(config["seed"], config["reproducibility"])
+    dataset = create_dataset(config)
+    getLogger().info(dataset)
+    return dataset, dataset.build()
+
+
+def make_loaders(config: Config, dataset, parts) -> tuple:
+    """Train, valid and test loaders of ``config`` (batch sizes, negative sampling) over ``parts``."""
+    train_part, valid_part, test_part = parts
+    train_sampler, valid_sampler, test_sampler = create_samplers(config, dataset, parts)
+    return (
+        get_dataloader(config, "train")(config, train_part, train_sampler, shuffle=config["shuffle"]),
+        get_dataloader(config, "valid")(config, valid_part, valid_sampler, shuffle=False),
+        get_dataloader(config, "test")(config, test_part, test_sampler, shuffle=False),
+    )

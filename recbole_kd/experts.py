@@ -1,0 +1,117 @@
+"""Distillation Experts (DE) of DE-RRD (Kang et al., CIKM 2020), for one entity type.
+
+A DE-based model holds one :class:`DistillationExperts` for users and one for items. The module
+exists only for training: the deployed student is the plain small model.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+from torch import Tensor, nn
+
+from recbole_kd.losses import expert_reconstruction_loss, gumbel_softmax
+
+
+class DistillationExperts(nn.Module):
+    """M expert MLPs mapping student to teacher representations, one chosen per entity.
+
+    Expert m is E_m(x) = W2_m ReLU(W1_m x + b1_m) + b2_m with sizes [d_s, floor((d_t + d_s)/2), d_t].
+    A selection network alpha = softmax(W_sel t + b_sel), fed by the TEACHER representation t, picks
+    the expert through a Gumbel-softmax z with temperature tau, and the reconstruction is
+    r = sum_m z_m E_m(s). Annealing tau towards 0 makes the choice hard, so each expert specialises
+    in one region of the teacher's space.
+
+    The experts' weights are stacked along a leading expert axis so that all M experts run as two
+    matrix products, with no Python loop over experts.
+    """
+
+    def __init__(self, student_dim: int, teacher_dim: int, num_experts: int) -> None:
+        super().__init__()
+        if min(student_dim, teacher_dim, num_experts) < 1:
+            raise ValueError(
+                "student_dim, teacher_dim and num_experts must be positive, got "
+                f"{student_dim}, {teacher_dim}, {num_experts}"
+            )
+        self.student_dim = student_dim
+        self.teacher_dim = teacher_dim
+        self.num_experts = num_experts
+        self.hidden_dim = (teacher_dim + student_dim) // 2
+        self.w1 = nn.Parameter(torch.empty(num_experts, student_dim, self.hidden_dim))
+        self.b1 = nn.Parameter(torch.empty(num_experts, self.hidden_dim))
+        self.w2 = nn.Parameter(torch.empty(num_experts, self.hidden_dim, teacher_dim))
+        self.b2 = nn.Parameter(torch.empty(num_experts, teacher_dim))
+        self.selector = nn.Linear(teacher_dim, num_experts)
+        self.reset_parameters()
+
+    def reset_parameters(self) -> None:
+        """Initialise each expert layer as ``nn.Linear`` would: U(+-1/sqrt(fan_in)) for all weights."""
+        for weight, bias, fan_in in (
+            (self.w1, self.b1, self.student_dim),
+            (self.w2, self.b2, self.hidden_dim),
+        ):
+            bound = 1.0 / math.sqrt(fan_in)
+            nn.init.uniform_(weight, -bound, bound)
+            nn.init.uniform_(bias, -bound, bound)
+        self.selector.reset_parameters()
+
+    def selection(
+        self, teacher_repr: Tensor, tau: float, generator: torch.Generator | None = None
+    ) -> Tensor:
+        """Expert weights z of each entity, drawn by Gumbel-softmax from the selection network.
+
+        Args:
+            teacher_repr: [B, d_t] teacher representations; detached here because the teacher is
+                frozen, so no gradient is ever sent back into it.
+            tau: Gumbel-softmax temperature (> 0); near 0 each row of z is one-hot.
+            generator: optional generator, on the module's device, for reproducible noise.
+
+        Returns:
+            [B, M] non-negative expert weights, rows summing to 1.
+        """
+        alpha = torch.softmax(self.selector(teacher_repr.detach()), dim=-1)
+        return gumbel_softmax(alpha, tau, generator)
+
+    def reconstruct(self, student_repr: Tensor, z: Tensor) -> Tensor:
+        """Mixture of expert outputs r = sum_m z_m E_m(s), computed exactly without per-expert loops.
+
+        Because z_m is a scalar per entity, sum_m z_m (W2_m h_m + b2_m) equals
+        [z_1 h_1, ..., z_M h_M] @ [W2_1; ...; W2_M] + z @ B2: the first layer of all experts is one
+        [d_s, M*h] product and the weighted second layer one [M*h, d_t] product.
+
+        Args:
+            student_repr: [B, d_s] student representations.
+            z: [B, M] expert weights (e.g. from :meth:`selection`).
+
+        Returns:
+            [B, d_t] reconstructed teacher representations.
+        """
+        num_experts, hidden_dim = self.num_experts, self.hidden_dim
+        w1 = self.w1.permute(1, 0, 2).reshape(self.student_dim, num_experts * hidden_dim)
+        hidden = torch.relu(student_repr @ w1 + self.b1.reshape(-1))
+        weighted = (hidden.view(-1, num_experts, hidden_dim) * z.unsqueeze(-1)).reshape(
+            -1, num_experts * hidden_dim
+        )
+        return weighted @ self.w2.reshape(num_experts * hidden_dim, self.teacher_dim) + z @ self.b2
+
+    def forward(
+        self,
+        student_repr: Tensor,
+        teacher_repr: Tensor,
+        tau: float,
+        generator: torch.Generator | None = None,
+    ) -> Tensor:
+        """DE loss of each entity: ||t_e - sum_m z_{e,m} E_m(s_e)||^2.
+
+        Args:
+            student_repr: [B, d_s] student representations (trainable).
+            teacher_repr: [B, d_t] frozen teacher representations of the same entities.
+            tau: Gumbel-softmax temperature (> 0).
+            generator: optional generator for the Gumbel noise.
+
+        Returns:
+            [B] unreduced reconstruction loss; the model chooses sum or mean.
+        """
+        z = self.selection(teacher_repr, tau, generator)
+        return expert_reconstruction_loss(teacher_repr.detach(), self.reconstruct(student_repr, z))

@@ -1,0 +1,1 @@
+"""recbole_kd's distillation models, one method per file."""

@@ -1,0 +1,131 @@
+"""The shared base of the distillation models: a student, a frozen teacher and distillers.
+
+A distillation model is a RecBole general recommender that owns two ordinary RecBole models. It
+trains and evaluates as the student; the teacher is frozen (eval mode, no gradients, not in the
+optimizer). Each method adds one or more ``Distiller`` terms to the student's own loss.
+"""
+
+from __future__ import annotations
+
+import os
+
+import torch
+from recbole.model.abstract_recommender import GeneralRecommender
+from recbole.utils import InputType
+from torch import Tensor, nn
+
+from recbole_kd.backbone import Backbone, clear_caches
+from recbole_kd.teacher import derive_config
+
+
+class Distiller(nn.Module):
+    """One distillation term. ``name`` labels its loss in the logs."""
+
+    name = "kd"
+
+    def prepare(self) -> None:
+        """One-time work that needs the trained teacher (caches, top-N lists)."""
+
+    def on_epoch_start(self, epoch: int) -> None:
+        """Per-epoch work: resampling, temperature."""
+
+    def forward(self, user: Tensor, pos: Tensor, neg: Tensor) -> Tensor:
+        raise NotImplementedError
+
+
+class KnowledgeDistillationModel(GeneralRecommender):
+    """Student + frozen teacher; the loss is the student's own plus each distiller's term.
+
+    The batch is always (user, positive, negative) triples; pointwise students and teachers get
+    them as labelled pairs (see ``Backbone.base_loss``).
+    """
+
+    input_type = InputType.PAIRWISE
+
+    def __init__(self, config, dataset):
+        super().__init__(config, dataset)
+        # The student is built first, so its initial weights equal those of the same model trained
+        # alone from the same seed: the comparison with the student alone is fair.
+        self.student_config = derive_config(
+            config, config["student_model"], config["student_config"], "student"
+        )
+        self.student = self.student_config.model_class(self.student_config, dataset)
+        self.teacher_config = derive_config(
+            config, config["teacher_model"], config["teacher_config"], "teacher"
+        )
+        self.teacher = self.teacher_config.model_class(self.teacher_config, dataset)
+        self.teacher.requires_grad_(False)
+        self.teacher.eval()
+        self.student_net = Backbone(self.student)
+        self.teacher_net = Backbone(self.teacher)
+        self.positives = dataset.inter_matrix(form="csr")
+        self.distillers = nn.ModuleList()
+        self._prepared = False
+
+    # ----- teacher -----------------------------------------------------------------------------
+    def load_teacher(self, state_dict: dict) -> None:
+        """Load the trained teacher's weights; one-time preparation follows at the next epoch."""
+        self.teacher.load_state_dict(state_dict)
+        clear_caches(self.teacher)
+        self._prepared = False
+
+    def load_state_dict(self, state_dict, strict: bool = True, assign: bool = False):
+        result = super().load_state_dict(state_dict, strict=strict, assign=assign)
+        # Cached propagated embeddings belong to the old weights (LightGCN): never score with them.
+        clear_caches(self.student)
+        clear_caches(self.teacher)
+        self._prepared = False
+        return result
+
+    def train(self, mode: bool = True):
+        super().train(mode)
+        self.teacher.eval()  # dropout off: the teacher's outputs are fixed targets
+        return self
+
+    def trainable_parameters(self):
+        return [p for p in self.parameters() if p.requires_grad]
+
+    # ----- training ---------------------------------------------------------------------------
+    def on_epoch_start(self, epoch: int) -> None:
+        """Called by the trainer before each training epoch."""
+        if not self._prepared:
+            with torch.no_grad():
+                for distiller in self.distillers:
+                    distiller.prepare()
+            self._prepared = True
+        for distiller in self.distillers:
+            distiller.on_epoch_start(epoch)
+
+    @property
+    def loss_names(self) -> list[str]:
+        return [f"{self.student_net.name.lower()}_loss"] + [d.name for d in self.distillers]
+
+    def calculate_loss(self, interaction) -> tuple[Tensor, ...]:
+        user = interaction[self.USER_ID]
+        pos = interaction[self.ITEM_ID]
+        neg = interaction[self.NEG_ITEM_ID]
+        base = self.student_net.base_loss(user, pos, neg)
+        return (base, *(distiller(user, pos, neg) for distiller in self.distillers))
+
+    # ----- evaluation: the student is the model ----------------------------------------------
+    def predict(self, interaction):
+        return self.student.predict(interaction)
+
+    def full_sort_predict(self, interaction):
+        return self.student_net.all_item_scores(interaction[self.USER_ID]).reshape(-1)
+
+    # ----- export ------------------------------------------------------------------------------
+    def export_student(self, path: str, **info) -> str:
+        """Save the student as a checkpoint of its own model that stock RecBole loads."""
+        state = {
+            "config": self.student_config,
+            "epoch": info.get("epoch", 0),
+            "cur_step": 0,
+            "best_valid_score": info.get("best_valid_score", 0.0),
+            "state_dict": self.student.state_dict(),
+            "other_parameter": self.student.other_parameter(),
+        }
+        os.makedirs(os.path.dirname(path) or ".", exist_ok=True)
+        torch.save(state, path + ".tmp", pickle_protocol=4)
+        os.replace(path + ".tmp", path)
+        return path

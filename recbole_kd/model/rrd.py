@@ -1,0 +1,75 @@
+r"""RRD
+################################################
+Reference:
+    SeongKu Kang et al. "DE-RRD: A Knowledge Distillation Framework for Recommender System."
+    in CIKM 2020.
+
+Relaxed Ranking Distillation: the student learns the teacher's order of a few items sampled from
+the top of the teacher's list, all ranked above items the teacher finds uninteresting.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import Tensor
+
+from recbole_kd.losses import relaxed_ranking_loss
+from recbole_kd.model.base import Distiller, KnowledgeDistillationModel
+from recbole_kd.samplers import RelaxedRankingSampler, teacher_top_n
+
+
+class RankingDistillation(Distiller):
+    """The RRD term: lambda_RRD * sum over the batch's unique users of L_RRD(u), divided by B.
+
+    The teacher's top-N list is computed once; interesting and uninteresting items are redrawn at
+    the start of every epoch.
+    """
+
+    name = "rrd_loss"
+
+    def __init__(self, model: KnowledgeDistillationModel, config):
+        super().__init__()
+        self.model = [model]  # a list: not registered as a submodule (no cycle)
+        self.weight = config["rrd_weight"]
+        self.config = {
+            key: config[key]
+            for key in ("rrd_top_n", "rrd_interesting", "rrd_uninteresting", "rrd_temperature",
+                        "rrd_subsample", "seed", "kd_chunk_size")
+        }
+        self.sampler: RelaxedRankingSampler | None = None
+
+    def prepare(self) -> None:
+        model, c = self.model[0], self.config
+        device = next(model.teacher.parameters()).device
+        top_n = teacher_top_n(
+            model.teacher_net.all_item_scores, model.positives, c["rrd_top_n"],
+            c["kd_chunk_size"], device,
+        )
+        state = self.sampler.state_dict() if self.sampler is not None else None
+        self.sampler = RelaxedRankingSampler(
+            top_n, model.positives, model.n_items, c["rrd_interesting"], c["rrd_uninteresting"],
+            temperature=c["rrd_temperature"], subsample=c["rrd_subsample"], seed=c["seed"],
+            device=device, chunk_size=c["kd_chunk_size"],
+        )
+        if state is not None:
+            self.sampler.load_state_dict(state)
+
+    def on_epoch_start(self, epoch: int) -> None:
+        self.sampler.sample()
+
+    def forward(self, user: Tensor, pos: Tensor, neg: Tensor) -> Tensor:
+        users = user.unique()
+        interesting, uninteresting = self.sampler.for_users(users)
+        items = torch.cat([interesting, uninteresting], dim=1)
+        scores = self.model[0].student_net.score(users, items)
+        k = interesting.shape[1]
+        loss = relaxed_ranking_loss(scores[:, :k], scores[:, k:]).sum()
+        return self.weight * loss / len(user)
+
+
+class RRD(KnowledgeDistillationModel):
+    """A student trained with its own loss plus Relaxed Ranking Distillation."""
+
+    def __init__(self, config, dataset):
+        super().__init__(config, dataset)
+        self.distillers.append(RankingDistillation(self, config))

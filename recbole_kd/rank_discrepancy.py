@@ -1,0 +1,270 @@
+"""Rank discrepancy-aware sampling of Bidirectional Distillation (``algorithms.md`` §5).
+
+W. Kweon, S. Kang, H. Yu. "Bidirectional Distillation for Top-K Recommender System". WWW 2021.
+
+At every rank refresh both models score all items; from each user's two rankings come two sampling
+weights over items: teacher -> student (items for the student's BD loss, those the teacher ranks
+higher) and student -> teacher (items for the teacher's BD loss). For every training positive, each
+direction then needs one draw per epoch until the next refresh: they are drawn up front, in user
+chunks, and kept in flat per-direction pools, so no users x items matrix is ever held.
+"""
+
+from __future__ import annotations
+
+import time
+
+import scipy.sparse as sp
+import torch
+from torch import Tensor
+
+from recbole_kd.samplers import PositiveRows, ScoreFn, make_generator, user_chunks
+
+CONVENTIONS = ("paper", "reference_code")
+POSITIVES_MODES = ("exclude", "score_zero")
+
+
+def ranks_from_scores(
+    scores: Tensor, exclude_mask: Tensor | None = None, convention: str = "paper"
+) -> Tensor:
+    """Rank position of every item in every row, from one sort per row.
+
+    Args:
+        scores: [C, I] scores of C users over I items.
+        exclude_mask: optional bool [C, I]; True items are ranked after every other item and
+            returned as rank 0 (no meaningful rank: their sampling weight is zeroed).
+        convention: ``"paper"``: rank 1 = highest score; ``"reference_code"``: rank 1 = LOWEST
+            score (the authors' notebook sorts ascending).
+
+    Returns:
+        int32 tensor [C, I] (half the memory of int64): ranks 1..n_eligible of each row's eligible
+        items, 0 for excluded ones.
+    """
+    if convention not in CONVENTIONS:
+        raise ValueError(f"convention must be one of {CONVENTIONS}, got {convention!r}")
+    # Rank 1 goes to the smallest key: negating beats a descending sort (2x faster on CPU). The
+    # keys are a fresh copy either way, so ``scores`` (maybe a model's cache) is never modified.
+    keys = scores.neg() if convention == "paper" else scores.clone()
+    if exclude_mask is not None:
+        # Park excluded items behind all eligible ones so those hold ranks 1..n_eligible.
+        keys.masked_fill_(exclude_mask, float("inf"))
+    # A stable sort breaks ties by item id, so ranks do not depend on the device's sort kernel.
+    order = torch.sort(keys, dim=1, stable=True).indices
+    del keys
+    positions = torch.arange(1, scores.shape[1] + 1, dtype=torch.int32, device=scores.device)
+    positions = positions.expand_as(order)
+    ranks = torch.empty_like(order, dtype=torch.int32).scatter_(1, order, positions)
+    if exclude_mask is not None:
+        ranks.masked_fill_(exclude_mask, 0)
+    return ranks
+
+
+def discrepancy_weights(
+    rank_teacher: Tensor,
+    rank_student: Tensor,
+    eps_t: float,
+    eps_s: float,
+    exclude_mask: Tensor | None = None,
+) -> tuple[Tensor, Tensor]:
+    """Unnormalised sampling weights of both BD directions, from ranks [C, I] of each model.
+
+    - w_to_student(j) = tanh(max(eps_t * (rank_S(j) - rank_T(j)), 0)): items for the student's BD
+      loss, those the teacher ranks above the student.
+    - w_to_teacher(j) = exp(eps_s * (rank_T(j) - rank_S(j))): items for the teacher's BD loss,
+      favouring softly those the student ranks above the teacher. Each row is divided by its
+      largest weight (the row max is subtracted from the exponent) so exp never overflows; only
+      proportions within a row matter.
+
+    Items in ``exclude_mask`` (bool [C, I]) get weight 0 in both directions.
+
+    Returns:
+        (w_to_student, w_to_teacher): float32 [C, I] each, non-negative.
+    """
+    gap = rank_student.to(torch.float32).sub_(rank_teacher)  # > 0: the teacher ranks j higher
+    w_to_student = (eps_t * gap).clamp_(min=0.0).tanh_()
+    exponent = gap.mul_(-eps_s)
+    if exclude_mask is not None:
+        w_to_student.masked_fill_(exclude_mask, 0.0)
+        exponent.masked_fill_(exclude_mask, float("-inf"))
+    row_max = exponent.amax(dim=1, keepdim=True)
+    # A row with every item excluded has max -inf: shift by 0 instead so its weights stay 0.
+    row_max = torch.where(torch.isfinite(row_max), row_max, torch.zeros_like(row_max))
+    return w_to_student, exponent.sub_(row_max).exp_()
+
+
+def occurrence_index(users: Tensor) -> Tensor:
+    """LongTensor [B]: how many earlier rows of ``users`` [B] hold the same id (a cumcount)."""
+    order = torch.argsort(users, stable=True)
+    grouped = users[order]
+    position = torch.arange(len(users), device=users.device)
+    is_first = torch.ones_like(grouped, dtype=torch.bool)
+    is_first[1:] = grouped[1:] != grouped[:-1]
+    # Index of the first row of each row's group: running max over the group starts.
+    group_start = torch.cummax(torch.where(is_first, position, 0), dim=0).values
+    occurrence = torch.empty_like(position)
+    occurrence[order] = position - group_start
+    return occurrence
+
+
+class RankDiscrepancySampler:
+    """BD's rank discrepancy-aware sampler: per-refresh draw pools and per-user read pointers.
+
+    ``refresh()`` draws, for each user u and each direction, |I_u| x items_per_positive x epochs
+    items with replacement from the direction's weights and stores them in flat pools:
+    ``pool_student`` / ``pool_teacher`` (int32, or int64 beyond 2^31 items) hold user u's draws at
+    ``offsets[u]:offsets[u + 1]`` (``offsets`` LongTensor [n_users + 1]). ``next_items(users)``
+    hands them out in order, advancing ``pointers`` (LongTensor [n_users], draws consumed since the
+    refresh) and wrapping around if a user asks for more than was planned.
+
+    Eligible items are those that are neither item 0 nor, with ``positives_mode="exclude"``, a
+    training positive of the user. With ``positives_mode="score_zero"`` (a quirk of the reference
+    code) both models score the positives 0 and they are ranked and drawn like any other item.
+    When a user's student-direction weights are all zero (the student ranks no eligible item below
+    the teacher, e.g. the models agree), that user's student draws are uniform over eligible items.
+    """
+
+    def __init__(
+        self,
+        positives_csr: sp.spmatrix,
+        n_items: int,
+        eps_t: float = 1e-2,
+        eps_s: float = 1e-4,
+        convention: str = "paper",
+        positives_mode: str = "exclude",
+        items_per_positive: int = 1,
+        seed: int = 0,
+        device: torch.device | str = "cpu",
+        chunk_size: int = 1024,
+    ) -> None:
+        if convention not in CONVENTIONS:
+            raise ValueError(f"convention must be one of {CONVENTIONS}, got {convention!r}")
+        if positives_mode not in POSITIVES_MODES:
+            raise ValueError(
+                f"positives_mode must be one of {POSITIVES_MODES}, got {positives_mode!r}"
+            )
+        if items_per_positive < 1:
+            raise ValueError(f"items_per_positive must be >= 1, got {items_per_positive}")
+        self.device = torch.device(device)
+        self.positives = PositiveRows(positives_csr, self.device)
+        if self.positives.shape[1] != n_items:
+            raise ValueError(f"positives have {self.positives.shape[1]} columns, not {n_items}")
+        self.n_items = n_items
+        self.eps_t, self.eps_s = eps_t, eps_s
+        self.convention = convention
+        self.positives_mode = positives_mode
+        self.items_per_positive = items_per_positive
+        self.chunk_size = chunk_size
+        self.generator = make_generator(seed, self.device)
+        n_users = self.positives.shape[0]
+        self._pool_dtype = torch.int32 if n_items <= torch.iinfo(torch.int32).max else torch.int64
+        self.offsets = torch.zeros(n_users + 1, dtype=torch.long, device=self.device)
+        self.pool_student = torch.zeros(0, dtype=self._pool_dtype, device=self.device)
+        self.pool_teacher = torch.zeros(0, dtype=self._pool_dtype, device=self.device)
+        self.pointers = torch.zeros(n_users, dtype=torch.long, device=self.device)
+        self.n_refreshes = 0
+        self.last_refresh_seconds = 0.0  # wall time of the last refresh(), device work included
+
+    @torch.no_grad()
+    def refresh(self, teacher_score_fn: ScoreFn, student_score_fn: ScoreFn, epochs: int) -> None:
+        """Rebuilds both pools from fresh scores, for ``epochs`` epochs of training pairs.
+
+        Memory: O(chunk_size x n_items) temporaries (about 50 bytes per entry, score_fn outputs
+        included) plus the two pools (2 x nnz x items_per_positive x epochs x 4 bytes).
+        """
+        if epochs < 1:
+            raise ValueError(f"epochs must be >= 1, got {epochs}")
+        start = time.perf_counter()
+        need = self.positives.counts * (self.items_per_positive * epochs)
+        self.offsets = torch.cat([need.new_zeros(1), torch.cumsum(need, dim=0)])
+        offsets = self.offsets.tolist()  # chunk boundaries as Python ints, one device sync
+        pools = [
+            torch.empty(offsets[-1], dtype=self._pool_dtype, device=self.device) for _ in range(2)
+        ]
+        for users in user_chunks(self.positives.shape[0], self.chunk_size, self.device):
+            lo, hi = offsets[int(users[0])], offsets[int(users[-1]) + 1]
+            weights = self._weights(users, teacher_score_fn, student_score_fn)
+            for pool, weight in zip(pools, weights):
+                pool[lo:hi] = self._draw(weight, need[users])
+        self.pool_student, self.pool_teacher = pools
+        self.pointers.zero_()
+        self.n_refreshes += 1
+        if self.device.type == "cuda":
+            torch.cuda.synchronize(self.device)
+        self.last_refresh_seconds = time.perf_counter() - start
+
+    def _weights(
+        self, users: Tensor, teacher_score_fn: ScoreFn, student_score_fn: ScoreFn
+    ) -> tuple[Tensor, Tensor]:
+        """(w_to_student, w_to_teacher) float32 [C, n_items] of a chunk of users."""
+        positives = self.positives.mask(users, padding=False)
+        if self.positives_mode == "exclude":
+            excluded = positives.clone()
+        else:
+            excluded = torch.zeros_like(positives)
+        excluded[:, 0] = True
+        ranks = []
+        for score_fn in (teacher_score_fn, student_score_fn):
+            scores = torch.as_tensor(score_fn(users), device=self.device)
+            if self.positives_mode == "score_zero":
+                scores = scores.masked_fill(positives, 0.0)
+            ranks.append(ranks_from_scores(scores, excluded, self.convention))
+            del scores  # free each model's scores before the next model's arrive
+        del positives
+        w_to_student, w_to_teacher = discrepancy_weights(
+            ranks[0], ranks[1], self.eps_t, self.eps_s, excluded
+        )
+        del ranks
+        agree = ~(w_to_student > 0).any(dim=1)
+        w_to_student[agree] = (~excluded[agree]).to(w_to_student.dtype)
+        return w_to_student, w_to_teacher
+
+    def _draw(self, weights: Tensor, need: Tensor) -> Tensor:
+        """Flat draws: the first need[c] of row c's draws from ``weights`` [C, I], row after row."""
+        if bool((need == 0).any()):  # users without positives have zero-weight rows at times
+            weights, need = weights[need > 0], need[need > 0]
+        if len(need) == 0:
+            return torch.zeros(0, dtype=self._pool_dtype, device=self.device)
+        if bool((weights.sum(dim=1) <= 0).any()):
+            raise ValueError("a user with training positives has no eligible item to sample")
+        most = int(need.max())
+        draws = torch.multinomial(weights, most, replacement=True, generator=self.generator)
+        keep = torch.arange(most, device=self.device) < need[:, None]
+        return draws[keep].to(self._pool_dtype)
+
+    def next_items(self, users: Tensor) -> tuple[Tensor, Tensor]:
+        """Next unused draws for the rows of a training batch.
+
+        Args:
+            users: LongTensor [B] of the batch's users; repeats get consecutive draws in row order.
+
+        Returns:
+            (student-direction items, teacher-direction items), LongTensor [B] each.
+        """
+        users = users.to(self.device, torch.long)
+        starts = self.offsets[users]
+        sizes = self.offsets[users + 1] - starts
+        if bool((sizes == 0).any()):
+            raise ValueError(
+                "next_items() got a user without BD draws: call refresh() first; users without "
+                "training positives have none"
+            )
+        slots = starts + (self.pointers[users] + occurrence_index(users)) % sizes
+        self.pointers.index_add_(0, users, torch.ones_like(users))
+        return self.pool_student[slots].long(), self.pool_teacher[slots].long()
+
+    def state_dict(self) -> dict:
+        """Generator state, pools, offsets and pointers: enough to continue a run identically."""
+        return {
+            "generator": self.generator.get_state(),
+            "offsets": self.offsets,
+            "pool_student": self.pool_student,
+            "pool_teacher": self.pool_teacher,
+            "pointers": self.pointers.clone(),  # next_items() advances them in place
+            "n_refreshes": self.n_refreshes,
+        }
+
+    def load_state_dict(self, state: dict) -> None:
+        """Restores what :meth:`state_dict` returned (from a sampler on the same device type)."""
+        self.generator.set_state(state["generator"].cpu())
+        for key in ("offsets", "pool_student", "pool_teacher", "pointers"):
+            setattr(self, key, state[key].to(self.device).clone())
+        self.n_refreshes = int(state["n_refreshes"])

@@ -1,0 +1,277 @@
+"""Vectorised samplers for ranking distillation (see ``algorithms.md`` sections 3 and 5).
+
+- :func:`teacher_top_n`: the teacher's top-N list of every user, computed once before RRD training.
+- :class:`RelaxedRankingSampler`: RRD's per-epoch "interesting" and "uninteresting" items.
+- BD's rank discrepancy-aware sampler lives in :mod:`recbole_kd.rank_discrepancy`.
+
+Conventions (RecBole): user 0 and item 0 are padding; item 0 is never sampled nor listed. Training
+positives come as ``dataset.inter_matrix(form="csr")`` of shape [n_users, n_items]; its stored
+entries (whatever their values) are the positives. All work runs on the samplers' device, in chunks
+of users, so temporaries stay O(chunk_size x n_items) and no per-user Python loop is needed. Random
+draws go through a ``torch.Generator`` owned by the sampler, whose state is checkpointed.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import numpy as np
+import scipy.sparse as sp
+import torch
+from torch import Tensor
+
+ScoreFn = Callable[[Tensor], Tensor]
+"""All-item scores of a chunk of users: LongTensor [C] -> FloatTensor [C, n_items]."""
+
+
+def make_generator(seed: int, device: torch.device | str) -> torch.Generator:
+    """A seeded ``torch.Generator`` on ``device`` (CUDA draws need a CUDA generator)."""
+    generator = torch.Generator(device=torch.device(device))
+    generator.manual_seed(seed)
+    return generator
+
+
+def user_chunks(n_users: int, chunk_size: int, device: torch.device) -> tuple[Tensor, ...]:
+    """Consecutive user ids 0..n_users-1 split into LongTensors of at most ``chunk_size`` ids."""
+    if chunk_size < 1:
+        raise ValueError(f"chunk_size must be >= 1, got {chunk_size}")
+    return torch.arange(n_users, device=device).split(chunk_size)
+
+
+class PositiveRows:
+    """Training positives of a CSR matrix [n_users, n_items], held as torch tensors on a device.
+
+    Attributes:
+        shape: (n_users, n_items) of the matrix.
+        indptr: LongTensor [n_users + 1], CSR row pointers.
+        indices: LongTensor [nnz], item ids of the positives, row after row.
+        counts: LongTensor [n_users], number of training positives |I_u| of each user.
+    """
+
+    def __init__(self, matrix: sp.spmatrix, device: torch.device | str) -> None:
+        csr = sp.csr_matrix(matrix, copy=True)
+        csr.sum_duplicates()  # a repeated (u, i) entry is still one positive
+        self.shape: tuple[int, int] = (int(csr.shape[0]), int(csr.shape[1]))
+        self.indptr = torch.from_numpy(csr.indptr.astype(np.int64)).to(device)
+        self.indices = torch.from_numpy(csr.indices.astype(np.int64)).to(device)
+        self.counts = self.indptr[1:] - self.indptr[:-1]
+
+    def mask(self, users: Tensor, padding: bool = True) -> Tensor:
+        """BoolTensor [len(users), n_items]: True at each user's training positives.
+
+        With ``padding`` item 0 is marked too, since it is excluded everywhere.
+        """
+        starts = self.indptr[users]
+        counts = self.indptr[users + 1] - starts
+        rows = torch.repeat_interleave(torch.arange(len(users), device=users.device), counts)
+        # Offset of each stored entry inside its own row: global index minus its row's first index.
+        row_first = torch.cumsum(counts, dim=0) - counts
+        within = torch.arange(len(rows), device=users.device) - row_first[rows]
+        mask = torch.zeros((len(users), self.shape[1]), dtype=torch.bool, device=users.device)
+        mask[rows, self.indices[starts[rows] + within]] = True
+        if padding:
+            mask[:, 0] = True
+        return mask
+
+
+@torch.no_grad()
+def teacher_top_n(
+    score_fn: ScoreFn,
+    positives_csr: sp.spmatrix,
+    n: int,
+    chunk_size: int,
+    device: torch.device | str,
+) -> Tensor:
+    """Each user's top-n items by teacher score, training positives and item 0 excluded.
+
+    Args:
+        score_fn: teacher's all-item scores of a chunk of users, [C] -> [C, n_items].
+        positives_csr: training positives, [n_users, n_items].
+        n: list length N (``rrd_top_n``).
+        chunk_size: users scored at once; memory is O(chunk_size x n_items).
+        device: where scores are masked and ranked and where the result lives.
+
+    Returns:
+        LongTensor [n_users, n]: item ids, column 0 the teacher's best item (descending score).
+    """
+    device = torch.device(device)
+    positives = PositiveRows(positives_csr, device)
+    n_users, n_items = positives.shape
+    max_positives = int(positives.counts.max()) if n_users else 0
+    available = n_items - 1 - max_positives
+    if not 1 <= n <= available:
+        raise ValueError(
+            f"rrd_top_n={n} must be between 1 and {available}, the number of items every user can "
+            f"be recommended (n_items - 1 - max training positives per user = {n_items} - 1 - "
+            f"{max_positives})"
+        )
+    top = torch.empty((n_users, n), dtype=torch.long, device=device)
+    for users in user_chunks(n_users, chunk_size, device):
+        scores = torch.as_tensor(score_fn(users), device=device)
+        scores = scores.masked_fill(positives.mask(users), float("-inf"))
+        top[users] = scores.topk(n, dim=1).indices
+    return top
+
+
+class RelaxedRankingSampler:
+    """RRD's per-epoch sampling of interesting and uninteresting items (``algorithms.md`` §3).
+
+    ``sample()`` redraws, once per epoch, for every user:
+
+    - ``interesting`` [n_users, K]: K items of the user's teacher top-N list. With ``subsample``,
+      K positions r in 1..N are drawn without replacement with probability proportional to
+      exp(-r / T) (Gumbel-top-k, i.e. a Plackett-Luce draw); without it, the first K positions.
+      Either way the items keep the teacher's order (column 0 is the teacher's favourite).
+    - ``uninteresting`` [n_users, L]: L items drawn uniformly without replacement among items that
+      are neither training positives, nor in the top-N list, nor item 0; in random order.
+
+    The model then reads rows with ``for_users(users)``.
+    """
+
+    def __init__(
+        self,
+        top_n: Tensor,
+        positives_csr: sp.spmatrix,
+        n_items: int,
+        n_interesting: int,
+        n_uninteresting: int,
+        temperature: float = 10.0,
+        subsample: bool = True,
+        seed: int = 0,
+        device: torch.device | str | None = None,
+        chunk_size: int = 1024,
+    ) -> None:
+        """Args mirror the config: ``n_interesting`` K (``rrd_interesting``), ``n_uninteresting`` L
+        (``rrd_uninteresting``), ``temperature`` T (``rrd_temperature``); ``top_n`` [n_users, N]
+        comes from :func:`teacher_top_n`; ``device`` defaults to ``top_n``'s device."""
+        self.device = torch.device(device) if device is not None else top_n.device
+        self.top_n = top_n.to(self.device, torch.long)
+        self.positives = PositiveRows(positives_csr, self.device)
+        if self.positives.shape != (self.top_n.shape[0], n_items):
+            raise ValueError(
+                f"positives have shape {self.positives.shape}, expected "
+                f"(n_users={self.top_n.shape[0]} rows of top_n, n_items={n_items})"
+            )
+        self.n_items = n_items
+        self.n_interesting = n_interesting
+        self.n_uninteresting = n_uninteresting
+        self.temperature = temperature
+        self.subsample = subsample
+        self.chunk_size = chunk_size
+        self._validate()
+        self.generator = make_generator(seed, self.device)
+        # Log-weights -r/T of list positions r = 1..N; float64 keeps the Gumbel keys tie-free.
+        n = self.top_n.shape[1]
+        ranks = torch.arange(1, n + 1, dtype=torch.float64, device=self.device)
+        self._log_weights = -ranks / temperature
+        self.interesting: Tensor | None = None
+        self.uninteresting: Tensor | None = None
+        self.n_samples = 0  # completed sample() calls, i.e. epochs drawn
+
+    def _validate(self) -> None:
+        """Raises ValueError unless K, L, T and the top-N lists allow exact sampling."""
+        n = self.top_n.shape[1]
+        if not 1 <= self.n_interesting <= n:
+            raise ValueError(
+                f"rrd_interesting={self.n_interesting} must be between 1 and rrd_top_n={n}"
+            )
+        if self.subsample and not self.temperature > 0:
+            raise ValueError(f"rrd_temperature={self.temperature} must be > 0")
+        if self.top_n.numel() and not (
+            (self.top_n >= 1).all() and (self.top_n < self.n_items).all()
+        ):
+            raise ValueError("top_n holds item ids outside 1..n_items-1 (item 0 is padding)")
+        fewest = self.n_items
+        for users in user_chunks(self.top_n.shape[0], self.chunk_size, self.device):
+            if self.positives.mask(users).gather(1, self.top_n[users]).any():
+                raise ValueError("top_n lists a training positive of its user")
+            eligible = self.n_items - self._excluded(users).sum(dim=1)
+            fewest = min(fewest, int(eligible.min()))
+        if not 0 <= self.n_uninteresting <= fewest:
+            raise ValueError(
+                f"rrd_uninteresting={self.n_uninteresting} must be between 0 and {fewest}, the "
+                "smallest number of items of a user that are neither training positives, nor in "
+                "the top-N list, nor item 0"
+            )
+
+    def _excluded(self, users: Tensor) -> Tensor:
+        """BoolTensor [C, n_items]: items a user's uninteresting draw must skip."""
+        return self.positives.mask(users).scatter_(1, self.top_n[users], True)
+
+    @torch.no_grad()
+    def sample(self, users: Tensor | None = None) -> tuple[Tensor, Tensor]:
+        """Redraws the items of ``users`` (default: all users) and stores them.
+
+        Returns:
+            (interesting LongTensor [U, K], uninteresting LongTensor [U, L]) of ``users``.
+        """
+        if self.interesting is None or self.uninteresting is None:
+            n_users = self.top_n.shape[0]
+            self.interesting = self.top_n.new_zeros((n_users, self.n_interesting))
+            self.uninteresting = self.top_n.new_zeros((n_users, self.n_uninteresting))
+        every_user = users is None
+        if users is None:
+            users = torch.arange(self.top_n.shape[0], device=self.device)
+        for chunk in users.to(self.device).split(self.chunk_size):
+            self.interesting[chunk] = self._draw_interesting(chunk)
+            self.uninteresting[chunk] = self._draw_uninteresting(chunk)
+        self.n_samples += 1
+        if every_user:
+            return self.interesting, self.uninteresting
+        return self.for_users(users)
+
+    def _draw_interesting(self, users: Tensor) -> Tensor:
+        """LongTensor [C, K]: interesting items of a chunk of users, in the teacher's order."""
+        top = self.top_n[users]
+        if not self.subsample:
+            return top[:, : self.n_interesting]
+        uniform = torch.rand(
+            top.shape, dtype=torch.float64, device=self.device, generator=self.generator
+        )
+        # Gumbel-top-k: the K largest of log w_r + Gumbel noise are a Plackett-Luce draw without
+        # replacement with weights w_r = exp(-r / T).
+        gumbel = -torch.log(-torch.log(uniform.clamp_(min=torch.finfo(torch.float64).tiny)))
+        chosen = (self._log_weights + gumbel).topk(self.n_interesting, dim=1).indices
+        return top.gather(1, chosen.sort(dim=1).values)
+
+    def _draw_uninteresting(self, users: Tensor) -> Tensor:
+        """LongTensor [C, L]: uniform draw without replacement among each user's eligible items.
+
+        The L largest of i.i.d. uniform keys form a uniform random subset; excluded items get key -1
+        so they never win. Keys are float64 so ties (which topk would break by item id) are
+        negligible; memory is chunk_size x n_items x 9 bytes.
+        """
+        keys = torch.rand(
+            (len(users), self.n_items),
+            dtype=torch.float64,
+            device=self.device,
+            generator=self.generator,
+        )
+        keys.masked_fill_(self._excluded(users), -1.0)
+        return keys.topk(self.n_uninteresting, dim=1).indices
+
+    def for_users(self, users: Tensor) -> tuple[Tensor, Tensor]:
+        """(interesting [B, K], uninteresting [B, L]) rows of ``users`` from the last ``sample()``."""
+        if self.interesting is None or self.uninteresting is None:
+            raise RuntimeError("RelaxedRankingSampler.sample() must run before for_users()")
+        users = users.to(self.device)
+        return self.interesting[users], self.uninteresting[users]
+
+    def state_dict(self) -> dict:
+        """Generator state, epoch counter and the current draws (to resume mid-epoch)."""
+        return {
+            "generator": self.generator.get_state(),
+            "n_samples": self.n_samples,
+            # sample(users) overwrites rows in place: hand out copies.
+            "interesting": None if self.interesting is None else self.interesting.clone(),
+            "uninteresting": None if self.uninteresting is None else self.uninteresting.clone(),
+        }
+
+    def load_state_dict(self, state: dict) -> None:
+        """Restores what :meth:`state_dict` returned (from a sampler on the same device type)."""
+        self.generator.set_state(state["generator"].cpu())
+        self.n_samples = int(state["n_samples"])
+        self.interesting, self.uninteresting = (
+            None if state[key] is None else state[key].to(self.device)
+            for key in ("interesting", "uninteresting")
+        )

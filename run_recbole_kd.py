@@ -1,0 +1,28 @@
+"""Command line for recbole_kd, in the style of RecBole's run_recbole.py.
+
+    python run_recbole_kd.py                                  # DERRD on ml-100k, BPR-200 -> BPR-20
+    python run_recbole_kd.py -m RRD -d ml-100k --config_files lightgcn-bpr
+    python run_recbole_kd.py -m BPR -d ml-100k --embedding_size=20   # a RecBole baseline
+
+Any other ``--key=value`` reaches RecBole's config (e.g. ``--epochs=50 --teacher_checkpoint=...``).
+A config file that is not a path is looked up among the shipped pair files (properties/pairs).
+"""
+
+import argparse
+
+from recbole_kd.cli import resolve_config_files
+from recbole_kd.quick_start import run_recbole_kd
+
+if __name__ == "__main__":
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--model", "-m", type=str, default="DERRD", help="model name")
+    parser.add_argument("--dataset", "-d", type=str, default="ml-100k", help="data set name")
+    parser.add_argument(
+        "--config_files", type=str, default=None, help="config files, separated by spaces"
+    )
+    args, _ = parser.parse_known_args()
+    run_recbole_kd(
+        model=args.model,
+        dataset=args.dataset,
+        config_file_list=resolve_config_files(args.config_files),
+    )
