@@ -25,18 +25,32 @@ class BackboneError(ValueError):
     """The model cannot serve as a teacher or student of the requested method."""
 
 
+# How scores and representations are read from a model, by class name; others are "generic".
+_KINDS = {"BPR": "embedding", "LightGCN": "propagated", "NeuMF": "neumf"}
+
+
 def check_general_model(model_class: type, role: str) -> None:
     """Fail early, naming the role, for models a KD method cannot train with its triples."""
     name = model_class.__name__
     if not issubclass(model_class, GeneralRecommender) or model_class.type != ModelType.GENERAL:
         raise BackboneError(
-            f"{role} model '{name}' is not a RecBole general recommender; recbole_kd distils "
-            "general (user-item) models such as BPR, LightGCN or NeuMF."
+            f"{role} model '{name}' is not a RecBole general recommender trained by gradient "
+            "descent; recbole_kd distils general (user-item) models such as BPR, LightGCN or NeuMF."
         )
     if getattr(model_class, "input_type", None) not in (InputType.PAIRWISE, InputType.POINTWISE):
         raise BackboneError(
             f"{role} model '{name}' is trained on whole user rows, not (user, item) pairs; "
             "choose a pairwise or pointwise model such as BPR, LightGCN or NeuMF."
+        )
+
+
+def check_representations(model_class: type, role: str) -> None:
+    """DE needs user and item vectors, which are defined for the models in ``_KINDS``."""
+    if model_class.__name__ not in _KINDS:
+        raise BackboneError(
+            f"DE needs user and item representations, which recbole_kd defines for "
+            f"{', '.join(_KINDS)}, not for the {role} model '{model_class.__name__}'. "
+            "Use RRD or BD with this model, or another model."
         )
 
 
@@ -52,18 +66,7 @@ class Backbone:
     def __init__(self, model: GeneralRecommender):
         self.model = model
         self.name = type(model).__name__
-        self.kind = self._kind(model)
-
-    @staticmethod
-    def _kind(model: GeneralRecommender) -> str:
-        name = type(model).__name__
-        if name == "LightGCN":
-            return "propagated"
-        if name == "NeuMF":
-            return "neumf"
-        if name == "BPR":
-            return "embedding"
-        return "generic"
+        self.kind = _KINDS.get(self.name, "generic")
 
     # ----- training loss -------------------------------------------------------------------
     def base_loss(self, user: Tensor, pos: Tensor, neg: Tensor) -> Tensor:
@@ -95,10 +98,8 @@ class Backbone:
                 torch.cat([m.user_mf_embedding(users), m.user_mlp_embedding(users)], dim=-1),
                 torch.cat([m.item_mf_embedding(items), m.item_mlp_embedding(items)], dim=-1),
             )
-        raise BackboneError(
-            f"DE needs user and item representations, which recbole_kd defines for BPR, LightGCN "
-            f"and NeuMF, not for '{self.name}'. Use RRD or BD with this model, or another model."
-        )
+        check_representations(type(m), "")
+        raise AssertionError("unreachable: every kind in _KINDS has representations")
 
     def representation_dim(self) -> int:
         """Size of the vectors ``representations`` returns."""

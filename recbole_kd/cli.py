@@ -11,7 +11,7 @@ def pair_file(name: str) -> str:
     """Path of a config file: ``name`` itself if it exists, else the shipped pair of that name."""
     if os.path.isfile(name):
         return name
-    stem = name[:-5] if name.endswith(".yaml") else name
+    stem = name.removesuffix(".yaml")
     shipped = os.path.join(properties_dir(), "pairs", f"{stem}.yaml")
     if os.path.isfile(shipped):
         return shipped

@@ -24,8 +24,14 @@ class DistillationExperts(nn.Module):
     in one region of the teacher's space.
 
     The experts' weights are stacked along a leading expert axis so that all M experts run as two
-    matrix products, with no Python loop over experts.
+    matrix products. Once tau is small most weights z are exactly 0, and a sparse path computes
+    only the (entity, expert) pairs with z != 0 (see :meth:`reconstruct`).
     """
+
+    #: Share of non-zero entries of z below which :meth:`reconstruct` takes the sparse path. The
+    #: sparse path costs about as much as the dense one at SPARSE_MEASURED of non-zero entries
+    #: (benchmarks/kernels.py on a 2-core CPU), so switching at half keeps a safe margin.
+    sparse_threshold: float = 0.5
 
     def __init__(self, student_dim: int, teacher_dim: int, num_experts: int) -> None:
         super().__init__()
@@ -73,27 +79,78 @@ class DistillationExperts(nn.Module):
         alpha = torch.softmax(self.selector(teacher_repr.detach()), dim=-1)
         return gumbel_softmax(alpha, tau, generator)
 
-    def reconstruct(self, student_repr: Tensor, z: Tensor) -> Tensor:
-        """Mixture of expert outputs r = sum_m z_m E_m(s), computed exactly without per-expert loops.
+    def reconstruct(self, student_repr: Tensor, z: Tensor, sparse: bool | None = None) -> Tensor:
+        """Mixture of expert outputs r = sum_m z_m E_m(s), skipping the pairs where z_m == 0.
 
-        Because z_m is a scalar per entity, sum_m z_m (W2_m h_m + b2_m) equals
-        [z_1 h_1, ..., z_M h_M] @ [W2_1; ...; W2_M] + z @ B2: the first layer of all experts is one
-        [d_s, M*h] product and the weighted second layer one [M*h, d_t] product.
+        Late in the annealing, float32 Gumbel-softmax weights are mostly exactly 0.0. Such a pair
+        adds exactly 0 to r, its expert gets exactly 0 gradient from it, and the softmax Jacobian
+        z_j (delta_jm - z_m) / tau sends exactly 0 back to the selector, so leaving it out is exact
+        (equal up to float summation order). Only the gradient with respect to z itself differs:
+        the sparse path leaves out E_m(s) . dL/dr at z == 0, which a softmax multiplies by 0 anyway.
 
         Args:
             student_repr: [B, d_s] student representations.
             z: [B, M] expert weights (e.g. from :meth:`selection`).
+            sparse: force the sparse (True) or the dense (False) computation; None picks the
+                sparse one when under ``sparse_threshold`` of z is non-zero.
 
         Returns:
             [B, d_t] reconstructed teacher representations.
         """
+        if sparse is None:
+            sparse = int(torch.count_nonzero(z)) < self.sparse_threshold * z.numel()
+        if sparse:
+            return self._reconstruct_sparse(student_repr, z)
+        return self._reconstruct_dense(student_repr, z)
+
+    def _reconstruct_dense(self, student_repr: Tensor, z: Tensor) -> Tensor:
+        """Every (entity, expert) pair, as two matrix products with no loop over experts.
+
+        Because z_m is a scalar per entity, sum_m z_m (W2_m h_m + b2_m) equals
+        [z_1 h_1, ..., z_M h_M] @ [W2_1; ...; W2_M] + z @ B2: the first layer of all experts is one
+        [d_s, M*h] product and the weighted second layer one [M*h, d_t] product. One large GEMM
+        measured faster than batched per-expert products (benchmarks/kernels.py), and ``addmm``
+        folds the bias additions into the products.
+        """
         num_experts, hidden_dim = self.num_experts, self.hidden_dim
         w1 = self.w1.permute(1, 0, 2).reshape(self.student_dim, num_experts * hidden_dim)
-        hidden = torch.relu(student_repr @ w1 + self.b1.reshape(-1))
+        hidden = torch.relu(torch.addmm(self.b1.reshape(-1), student_repr, w1))
         weighted = (hidden.view(-1, num_experts, hidden_dim) * z.unsqueeze(-1)).reshape(
             -1, num_experts * hidden_dim
         )
-        return weighted @ self.w2.reshape(num_experts * hidden_dim, self.teacher_dim) + z @ self.b2
+        w2 = self.w2.reshape(num_experts * hidden_dim, self.teacher_dim)
+        return torch.addmm(z @ self.b2, weighted, w2)
+
+    def _reconstruct_sparse(self, student_repr: Tensor, z: Tensor) -> Tensor:
+        """Only the (entity, expert) pairs with z != 0, grouped by expert.
+
+        The loop runs over the M experts, never over entities: each expert takes its entities as
+        one contiguous block of the gathered inputs, so its two layers are two small products.
+        """
+        # nonzero() is sorted lexicographically, so on z^T the pairs come grouped by expert.
+        experts, rows = z.t().nonzero(as_tuple=True)
+        counts = torch.bincount(experts, minlength=self.num_experts).tolist()
+        inputs = student_repr.index_select(0, rows).split(counts)
+        weights = z[rows, experts].unsqueeze(-1).split(counts)
+        outputs = [
+            self._expert_output(m, x, w)
+            for m, (x, w) in enumerate(zip(inputs, weights))
+            if counts[m] > 0
+        ]
+        # The bias term z @ B2 is cheap and dense: it keeps b2's gradient identical too.
+        result = z @ self.b2
+        if not outputs:
+            return result
+        return result.index_add(0, rows, torch.cat(outputs))
+
+    def _expert_output(self, m: int, inputs: Tensor, weights: Tensor) -> Tensor:
+        """z-weighted output of expert m without its bias: z W2_m ReLU(W1_m x + b1_m), [n, d_t].
+
+        Scaling the hidden layer (width h) rather than the output (width d_t > h) by z is the
+        cheaper of the two equal products.
+        """
+        hidden = torch.relu(torch.addmm(self.b1[m], inputs, self.w1[m]))
+        return (hidden * weights) @ self.w2[m]
 
     def forward(
         self,

@@ -14,6 +14,11 @@ from torch import Tensor
 # Keeps log(alpha) finite when a selection probability underflows to zero (value from the paper).
 _LOG_EPS = 1e-10
 
+# Log denominators (relative to the row's largest score) below which the shared-shift RRD
+# computation may have lost precision: each exp underflowing in float32 (< e^-87) is then at most
+# e^-27 of the denominator's value.
+_SAFE_LOG_TAIL = -60.0
+
 
 def relaxed_ranking_loss(interesting: Tensor, uninteresting: Tensor) -> Tensor:
     """Relaxed ranking distillation loss of RRD, one value per user.
@@ -31,12 +36,43 @@ def relaxed_ranking_loss(interesting: Tensor, uninteresting: Tensor) -> Tensor:
     Returns:
         [U] loss per user; each of the K terms is -log of a probability, so the loss is >= 0.
     """
-    # Entry k of the reversed cumulative logsumexp is log sum_{m >= k} exp(s_{pi_m}); staying in
-    # log space keeps scores of any magnitude finite, where the reference's raw exp overflows.
+    log_denominator = _shifted_log_denominator(interesting, uninteresting)
+    # A row whose denominators fall far below its largest score lost precision to underflow in
+    # the shared shift (scores spread over more than ~60 nats): redo those rows exactly.
+    inexact = (log_denominator < _SAFE_LOG_TAIL).any(dim=-1).nonzero().squeeze(-1)
+    if len(inexact) > 0:
+        exact = _running_log_denominator(interesting[inexact], uninteresting[inexact])
+        log_denominator = log_denominator.index_put((inexact,), exact)
+    return (log_denominator - interesting).sum(dim=-1)
+
+
+def _shifted_log_denominator(interesting: Tensor, uninteresting: Tensor) -> Tensor:
+    """log of the K Plackett-Luce denominators, minus each row's largest score, [U, K].
+
+    One exp and one cumulative sum with a single shift per row: about 5x faster on CPU than
+    ``logcumsumexp``, whose forward and backward are sequential scans. Subtracting the row
+    maximum keeps every exp <= 1, so nothing overflows; terms far below the maximum may
+    underflow, which :func:`relaxed_ranking_loss` detects from the result.
+    """
+    shift = torch.maximum(interesting.amax(dim=-1), uninteresting.amax(dim=-1)).detach()
+    shift = shift.unsqueeze(-1)
+    below = torch.exp(uninteresting - shift).sum(dim=-1, keepdim=True)
+    # Reversed cumulative sum: entry k is sum_{m >= k} exp(s_{pi_m} - shift).
+    tail = torch.exp(interesting - shift).flip(-1).cumsum(dim=-1).flip(-1) + below
+    # Clamping keeps log and its gradient finite where everything underflowed; those rows are
+    # recomputed and their gradient here is discarded.
+    return torch.log(tail.clamp(min=torch.finfo(tail.dtype).tiny)) + shift
+
+
+def _running_log_denominator(interesting: Tensor, uninteresting: Tensor) -> Tensor:
+    """The same [U, K] log denominators with a running shift: exact for scores of any spread.
+
+    Entry k of the reversed cumulative logsumexp is log sum_{m >= k} exp(s_{pi_m}); staying in
+    log space keeps scores of any magnitude finite, where the reference's raw exp overflows.
+    """
     tail = torch.logcumsumexp(interesting.flip(-1), dim=-1).flip(-1)
     below = torch.logsumexp(uninteresting, dim=-1, keepdim=True)
-    log_denominator = torch.logaddexp(tail, below)
-    return (log_denominator - interesting).sum(dim=-1)
+    return torch.logaddexp(tail, below)
 
 
 def expert_reconstruction_loss(teacher_repr: Tensor, reconstruction: Tensor) -> Tensor:

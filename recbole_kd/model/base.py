@@ -14,8 +14,9 @@ from recbole.model.abstract_recommender import GeneralRecommender
 from recbole.utils import InputType
 from torch import Tensor, nn
 
-from recbole_kd.backbone import Backbone, clear_caches
+from recbole_kd.backbone import Backbone, check_general_model, check_representations, clear_caches
 from recbole_kd.teacher import derive_config
+from recbole_kd.utils import get_model
 
 
 class Distiller(nn.Module):
@@ -41,9 +42,22 @@ class KnowledgeDistillationModel(GeneralRecommender):
     """
 
     input_type = InputType.PAIRWISE
+    needs_representations = False  # DE reads the models' user and item vectors
+
+    @classmethod
+    def check_backbones(cls, config) -> None:
+        """Refuse unusable teacher or student models before anything is trained."""
+        for role in ("teacher", "student"):
+            if config[f"{role}_model"] is None:
+                continue  # taken from the checkpoint, checked when it is read
+            model_class = get_model(config[f"{role}_model"])
+            check_general_model(model_class, role)
+            if cls.needs_representations:
+                check_representations(model_class, role)
 
     def __init__(self, config, dataset):
         super().__init__(config, dataset)
+        self.check_backbones(config)
         # The student is built first, so its initial weights equal those of the same model trained
         # alone from the same seed: the comparison with the student alone is fair.
         self.student_config = derive_config(

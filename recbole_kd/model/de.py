@@ -71,6 +71,8 @@ class ExpertDistillation(Distiller):
 class DE(KnowledgeDistillationModel):
     """A student trained with its own loss plus Distillation Experts."""
 
+    needs_representations = True
+
     def __init__(self, config, dataset):
         super().__init__(config, dataset)
         self.distillers.append(ExpertDistillation(self, config))

@@ -16,6 +16,8 @@ from recbole_kd.model.rrd import RankingDistillation
 class DERRD(KnowledgeDistillationModel):
     """L = L_base + lambda_DE * L_DE + lambda_RRD * L_RRD."""
 
+    needs_representations = True
+
     def __init__(self, config, dataset):
         super().__init__(config, dataset)
         self.distillers.append(ExpertDistillation(self, config))
