@@ -113,6 +113,43 @@ def test_relaxed_ranking_minimisation_recovers_teacher_order() -> None:
     assert (scores.min(dim=1).values > uninteresting.detach().max(dim=1).values).all()
 
 
+def _double_precision_ranking(interesting: torch.Tensor, uninteresting: torch.Tensor):
+    """Loss and input gradients from the running-shift formulation, in float64."""
+    pos = interesting.detach().double().requires_grad_()
+    neg = uninteresting.detach().double().requires_grad_()
+    tail = torch.logcumsumexp(pos.flip(-1), dim=-1).flip(-1)
+    below = torch.logsumexp(neg, dim=-1, keepdim=True)
+    loss = (torch.logaddexp(tail, below) - pos).sum(-1)
+    loss.sum().backward()
+    return loss.detach(), pos.grad, neg.grad
+
+
+def test_relaxed_ranking_values_and_gradients_match_double_precision() -> None:
+    gen = torch.Generator().manual_seed(20)
+    interesting = (torch.randn(64, 40, generator=gen) * 3).requires_grad_()
+    uninteresting = (torch.randn(64, 40, generator=gen) * 3).requires_grad_()
+    loss = relaxed_ranking_loss(interesting, uninteresting)
+    loss.sum().backward()
+    expected, pos_grad, neg_grad = _double_precision_ranking(interesting, uninteresting)
+    torch.testing.assert_close(loss.double(), expected, rtol=1e-6, atol=1e-4)
+    torch.testing.assert_close(interesting.grad.double(), pos_grad, rtol=1e-5, atol=1e-6)
+    torch.testing.assert_close(uninteresting.grad.double(), neg_grad, rtol=1e-5, atol=1e-6)
+
+
+def test_relaxed_ranking_is_exact_where_a_shared_shift_underflows() -> None:
+    # Row 0 spans 100 nats: under a shift by its maximum, e^-100 is a float32 denormal with almost
+    # no precision, so the last two denominators are only right if the row is recomputed.
+    # Row 1 is ordinary and shares the batch with it.
+    interesting = torch.tensor([[0.0, -100.0, -100.5], [0.3, 0.1, -0.2]], requires_grad=True)
+    uninteresting = torch.tensor([[-101.0, -102.0], [0.0, -1.0]], requires_grad=True)
+    loss = relaxed_ranking_loss(interesting, uninteresting)
+    loss.sum().backward()
+    expected, pos_grad, neg_grad = _double_precision_ranking(interesting, uninteresting)
+    torch.testing.assert_close(loss.double(), expected, rtol=1e-6, atol=1e-5)
+    torch.testing.assert_close(interesting.grad.double(), pos_grad, rtol=1e-5, atol=1e-6)
+    torch.testing.assert_close(uninteresting.grad.double(), neg_grad, rtol=1e-5, atol=1e-6)
+
+
 # ---------------------------------------------------------------- expert reconstruction (DE)
 
 
@@ -242,13 +279,16 @@ def test_experts_shapes_and_bad_sizes() -> None:
         DistillationExperts(student_dim=4, teacher_dim=7, num_experts=0)
 
 
-def test_experts_batched_reconstruction_matches_loop() -> None:
+@pytest.mark.parametrize("sparse", [False, True])
+def test_experts_batched_reconstruction_matches_loop(sparse: bool) -> None:
     torch.manual_seed(12)
     experts = DistillationExperts(student_dim=5, teacher_dim=12, num_experts=6)
     student = torch.randn(9, 5)
     z = torch.softmax(torch.randn(9, 6), dim=-1)
+    z[2, 1:4] = 0.0  # some weights exactly zero
+    z[5] = 0.0  # a row with no expert at all
     torch.testing.assert_close(
-        experts.reconstruct(student, z),
+        experts.reconstruct(student, z, sparse=sparse),
         _naive_reconstruction(experts, student, z),
         rtol=0,
         atol=1e-5,
@@ -299,3 +339,66 @@ def test_experts_fit_a_fixed_target() -> None:
         optimizer.step()
         losses.append(loss.item())
     assert sum(losses[-10:]) < 0.5 * sum(losses[:10])
+
+
+def _reconstruction_and_gradients(
+    experts: DistillationExperts, tau: float, sparse: bool
+) -> tuple[torch.Tensor, torch.Tensor, dict[str, torch.Tensor]]:
+    """DE reconstruction with fixed data and noise, and the gradients that training would use."""
+    experts.zero_grad(set_to_none=True)
+    gen = torch.Generator().manual_seed(21)
+    student = torch.randn(48, 5, generator=gen).requires_grad_()
+    teacher = torch.randn(48, 12, generator=gen)
+    z = experts.selection(teacher, tau, gen)
+    reconstruction = experts.reconstruct(student, z, sparse=sparse)
+    expert_reconstruction_loss(teacher, reconstruction).sum().backward()
+    gradients = {"student": student.grad}
+    gradients.update({name: param.grad for name, param in experts.named_parameters()})
+    return z.detach(), reconstruction.detach(), gradients
+
+
+@pytest.mark.parametrize(
+    ("tau", "regime"), [(1.0, "dense"), (0.05, "partial"), (1e-10, "one-hot")]
+)
+def test_experts_sparse_path_matches_dense_path(tau: float, regime: str) -> None:
+    torch.manual_seed(22)
+    experts = DistillationExperts(student_dim=5, teacher_dim=12, num_experts=6)
+    z, dense, dense_grads = _reconstruction_and_gradients(experts, tau, sparse=False)
+    nonzero_per_row = (z != 0).sum(-1)
+    if regime == "dense":
+        assert (nonzero_per_row == 6).all()
+    elif regime == "partial":
+        assert (nonzero_per_row < 6).any() and (nonzero_per_row > 1).any()
+    else:
+        assert (nonzero_per_row == 1).all()
+    z_sparse, sparse, sparse_grads = _reconstruction_and_gradients(experts, tau, sparse=True)
+    assert torch.equal(z, z_sparse)
+    torch.testing.assert_close(sparse, dense, rtol=1e-5, atol=1e-5)
+    assert sparse_grads.keys() == dense_grads.keys()
+    for name, grad in dense_grads.items():
+        torch.testing.assert_close(sparse_grads[name], grad, rtol=1e-5, atol=1e-5, msg=name)
+    if regime == "partial":  # the selector learns only where z is soft
+        assert dense_grads["selector.weight"].abs().sum() > 0
+
+
+def test_experts_choose_the_path_by_share_of_nonzero_weights(monkeypatch) -> None:
+    experts = DistillationExperts(student_dim=3, teacher_dim=4, num_experts=5)
+    taken = []
+    for path in ("_reconstruct_sparse", "_reconstruct_dense"):
+        original = getattr(experts, path)
+
+        def spy(*args, _path=path, _original=original):
+            taken.append(_path)
+            return _original(*args)
+
+        monkeypatch.setattr(experts, path, spy)
+    student = torch.randn(10, 3)
+    one_hot = F.one_hot(torch.arange(10) % 5, num_classes=5).float()
+    soft = torch.softmax(torch.randn(10, 5), dim=-1)
+    experts.reconstruct(student, one_hot)
+    experts.reconstruct(student, soft)
+    experts.reconstruct(student, soft, sparse=True)
+    experts.reconstruct(student, one_hot, sparse=False)
+    assert taken == [
+        "_reconstruct_sparse", "_reconstruct_dense", "_reconstruct_sparse", "_reconstruct_dense"
+    ]

@@ -314,25 +314,46 @@ def _refresh(sampler: RankDiscrepancySampler, scores: dict, epochs: int) -> None
     sampler.refresh(lambda u: scores["teacher"][u], lambda u: scores["student"][u], epochs)
 
 
+def _check_pool(
+    sampler: RankDiscrepancySampler,
+    user: int,
+    expected: tuple[torch.Tensor, torch.Tensor],
+    eligible: list[int],
+) -> None:
+    """Both pools of ``user`` follow ``expected`` normalised weights [n_items] (5 sigma), never
+    hold a zero-weight item, and differ from uniform draws over ``eligible`` beyond tolerance."""
+    lo, hi = sampler.offsets[user].item(), sampler.offsets[user + 1].item()
+    for pool, probs in zip((sampler.pool_student, sampler.pool_teacher), expected):
+        counts = torch.bincount(pool[lo:hi].long(), minlength=len(probs))
+        assert (counts[probs == 0] == 0).all()  # zero weight, excluded, item 0: never drawn
+        tol = _check_frequencies(counts, hi - lo, probs)
+        assert ((probs[eligible] - 1 / len(eligible)).abs() > tol[eligible]).any()
+
+
 @pytest.mark.parametrize("convention", ["paper", "reference_code"])
 def test_bd_draws_follow_the_normalised_weights(convention: str) -> None:
     sampler, scores = _bd_setup(convention)
     _refresh(sampler, scores, epochs=2000)
-    sizes = sampler.offsets.diff()
-    assert sizes.tolist() == [0, 1 * 3 * 2000, 2 * 3 * 2000, 1 * 3 * 2000]
+    assert sampler.offsets.diff().tolist() == [0, 1 * 3 * 2000, 2 * 3 * 2000, 1 * 3 * 2000]
     has_zero_weight_item = False
     for user, eligible in ((1, [2, 3, 4, 5, 6, 7]), (2, [1, 4, 5, 6, 7]), (3, [1, 2, 3, 5, 6, 7])):
-        expected = _reference_weights(
-            scores["teacher"][user].tolist(), scores["student"][user].tolist(), eligible, convention
-        )
-        lo, hi = sampler.offsets[user].item(), sampler.offsets[user + 1].item()
-        for pool, probs in zip((sampler.pool_student, sampler.pool_teacher), expected):
-            counts = torch.bincount(pool[lo:hi].long(), minlength=8)
-            assert (counts[probs == 0] == 0).all()  # zero weight, excluded, item 0: never drawn
-            tol = _check_frequencies(counts, hi - lo, probs)
-            assert ((probs[eligible] - 1 / len(eligible)).abs() > tol[eligible]).any()
+        teacher, student = scores["teacher"][user].tolist(), scores["student"][user].tolist()
+        expected = _reference_weights(teacher, student, eligible, convention)
+        _check_pool(sampler, user, expected, eligible)
         has_zero_weight_item |= bool((expected[0][eligible] == 0).any())
     assert has_zero_weight_item  # the fixture does exercise zero student-direction weights
+
+
+def test_bd_score_zero_mode_ranks_positives_at_score_zero() -> None:
+    sampler, scores = _bd_setup(positives_mode="score_zero")
+    _refresh(sampler, scores, epochs=2000)
+    positives = torch.from_numpy(_BD_POSITIVES.toarray() != 0)
+    eligible = list(range(1, 8))  # positives included, only item 0 left out
+    for user in (1, 2, 3):
+        teacher = scores["teacher"][user].masked_fill(positives[user], 0.0).tolist()
+        student = scores["student"][user].masked_fill(positives[user], 0.0).tolist()
+        expected = _reference_weights(teacher, student, eligible, "paper")
+        _check_pool(sampler, user, expected, eligible)
 
 
 def test_bd_agreeing_models_fall_back_to_uniform_student_draws() -> None:

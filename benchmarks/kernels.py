@@ -1,0 +1,141 @@
+"""Speed of the two distillation kernels that dominate DE-RRD's training step, forward + backward.
+
+- DE: one :class:`DistillationExperts` module on a batch of entities, through the dense path and
+  the sparse path (only (entity, expert) pairs with z != 0) at several Gumbel-softmax temperatures,
+  with the share of non-zero z that the sparse path's cost follows. The selector is near-uniform, as
+  at the start of training, so the noise alone decides how many weights underflow to 0.
+- RRD: :func:`relaxed_ranking_loss` against the running-shift (``logcumsumexp``) formulation it
+  replaced, on ordinary scores and on scores spread over +-1e4 (which take the exact fallback).
+
+Defaults are the ml-100k DE-RRD setting: ~3,000 unique users and items per batch of 2,048 triples,
+d_s = 20, d_t = 200, M = 30; ~800 users with K = L = 40. Times are medians (and minima, steadier
+on a shared machine) of ``--repeats`` runs after one warm-up, in milliseconds.
+
+    python benchmarks/kernels.py --threads 2
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+import time
+from collections.abc import Callable
+
+import torch
+from torch import Tensor
+
+from recbole_kd.experts import DistillationExperts
+from recbole_kd.losses import _running_log_denominator, expert_reconstruction_loss, relaxed_ranking_loss
+
+
+def parse_args() -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n", 1)[0])
+    parser.add_argument("--batch", type=int, default=3000, help="entities per DE call")
+    parser.add_argument("--student-dim", type=int, default=20)
+    parser.add_argument("--teacher-dim", type=int, default=200)
+    parser.add_argument("--experts", type=int, default=30)
+    parser.add_argument("--taus", type=float, nargs="+", default=[1.0, 0.1, 0.01, 1e-3, 1e-10])
+    parser.add_argument("--users", type=int, default=800, help="users per RRD call")
+    parser.add_argument("--interesting", type=int, default=40, help="K")
+    parser.add_argument("--uninteresting", type=int, default=40, help="L")
+    parser.add_argument("--repeats", type=int, default=15)
+    parser.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's)")
+    parser.add_argument("--seed", type=int, default=0)
+    return parser.parse_args()
+
+
+def time_ms(step: Callable[[], None], repeats: int) -> tuple[float, float]:
+    """Median and minimum wall time of ``step`` in ms, after one untimed warm-up run."""
+    step()
+    times = []
+    for _ in range(repeats):
+        start = time.perf_counter()
+        step()
+        times.append((time.perf_counter() - start) * 1e3)
+    return statistics.median(times), min(times)
+
+
+def fmt(timing: tuple[float, float]) -> str:
+    return f"{timing[0]:.1f} / {timing[1]:.1f}"
+
+
+def de_step(
+    experts: DistillationExperts, student: Tensor, teacher: Tensor, tau: float, sparse: bool | None
+) -> Callable[[], Tensor]:
+    """One DE forward + backward with fixed Gumbel noise, so every path sees the same z."""
+
+    def step() -> Tensor:
+        experts.zero_grad(set_to_none=True)
+        student.grad = None
+        z = experts.selection(teacher, tau, torch.Generator().manual_seed(1))
+        reconstruction = experts.reconstruct(student, z, sparse=sparse)
+        expert_reconstruction_loss(teacher, reconstruction).sum().backward()
+        return reconstruction.detach()
+
+    return step
+
+
+def de_table(args: argparse.Namespace) -> list[str]:
+    experts = DistillationExperts(args.student_dim, args.teacher_dim, args.experts)
+    # Near-uniform selection, as at the start of training: alpha ~ 1/M for every entity.
+    with torch.no_grad():
+        experts.selector.weight.mul_(1e-2)
+    student = torch.randn(args.batch, args.student_dim, requires_grad=True)
+    teacher = torch.randn(args.batch, args.teacher_dim)
+    rows = [
+        "| tau | non-zero z | dense ms | sparse ms | auto ms | dense / auto | max abs diff |",
+        "|---|---|---|---|---|---|---|",
+    ]
+    for tau in args.taus:
+        z = experts.selection(teacher, tau, torch.Generator().manual_seed(1))
+        share = torch.count_nonzero(z).item() / z.numel()
+        dense, sparse, auto = (
+            time_ms(de_step(experts, student, teacher, tau, mode), args.repeats)
+            for mode in (False, True, None)
+        )
+        diff = (
+            de_step(experts, student, teacher, tau, False)()
+            - de_step(experts, student, teacher, tau, True)()
+        ).abs().max().item()
+        rows.append(
+            f"| {tau:g} | {share:.3f} | {fmt(dense)} | {fmt(sparse)} | {fmt(auto)} "
+            f"| {dense[0] / auto[0]:.1f}x | {diff:.1e} |"
+        )
+    return rows
+
+
+def running_shift_loss(interesting: Tensor, uninteresting: Tensor) -> Tensor:
+    """The previous RRD loss: logcumsumexp for every row."""
+    return (_running_log_denominator(interesting, uninteresting) - interesting).sum(dim=-1)
+
+
+def rrd_table(args: argparse.Namespace) -> list[str]:
+    rows = ["| RRD scores | relaxed_ranking_loss ms | logcumsumexp ms |", "|---|---|---|"]
+    for label, scale in (("randn", 1.0), ("+-1e4 (fallback)", 1e4)):
+        interesting = (torch.randn(args.users, args.interesting) * scale).requires_grad_()
+        uninteresting = (torch.randn(args.users, args.uninteresting) * scale).requires_grad_()
+        timings = [
+            time_ms(lambda f=loss: f(interesting, uninteresting).sum().backward(), args.repeats)
+            for loss in (relaxed_ranking_loss, running_shift_loss)
+        ]
+        rows.append(f"| {label} | {fmt(timings[0])} | {fmt(timings[1])} |")
+    return rows
+
+
+def main() -> None:
+    args = parse_args()
+    if args.threads is not None:
+        torch.set_num_threads(args.threads)
+    torch.manual_seed(args.seed)
+    print(
+        f"DE: B={args.batch}, d_s={args.student_dim}, d_t={args.teacher_dim}, M={args.experts}; "
+        f"RRD: U={args.users}, K={args.interesting}, L={args.uninteresting}; "
+        f"{torch.get_num_threads()} threads; forward + backward, median / min ms of "
+        f"{args.repeats}\n"
+    )
+    print("\n".join(de_table(args)) + "\n")
+    print("\n".join(rrd_table(args)))
+
+
+if __name__ == "__main__":
+    main()
