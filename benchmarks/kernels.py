@@ -25,7 +25,7 @@ import torch
 from torch import Tensor
 
 from recbole_kd.experts import DistillationExperts
-from recbole_kd.losses import _running_log_denominator, expert_reconstruction_loss, relaxed_ranking_loss
+from recbole_kd.losses import expert_reconstruction_loss, relaxed_ranking_loss
 
 
 def parse_args() -> argparse.Namespace:
@@ -44,18 +44,25 @@ def parse_args() -> argparse.Namespace:
     return parser.parse_args()
 
 
-def time_ms(step: Callable[[], None], repeats: int) -> tuple[float, float]:
-    """Median and minimum wall time of ``step`` in ms, after one untimed warm-up run."""
-    step()
-    times = []
-    for _ in range(repeats):
-        start = time.perf_counter()
+def time_ms(steps: list[Callable[[], object]], repeats: int) -> list[tuple[float, float]]:
+    """Median and minimum wall time in ms of each step, after one untimed warm-up each.
+
+    The steps take turns within every repeat, so that load from other processes on a shared
+    machine falls on all of them alike rather than on whichever ran during a busy spell.
+    """
+    for step in steps:
         step()
-        times.append((time.perf_counter() - start) * 1e3)
-    return statistics.median(times), min(times)
+    times: list[list[float]] = [[] for _ in steps]
+    for _ in range(repeats):
+        for step, record in zip(steps, times):
+            start = time.perf_counter()
+            step()
+            record.append((time.perf_counter() - start) * 1e3)
+    return [(statistics.median(record), min(record)) for record in times]
 
 
 def fmt(timing: tuple[float, float]) -> str:
+    """'median / min' in ms, one decimal."""
     return f"{timing[0]:.1f} / {timing[1]:.1f}"
 
 
@@ -89,9 +96,9 @@ def de_table(args: argparse.Namespace) -> list[str]:
     for tau in args.taus:
         z = experts.selection(teacher, tau, torch.Generator().manual_seed(1))
         share = torch.count_nonzero(z).item() / z.numel()
-        dense, sparse, auto = (
-            time_ms(de_step(experts, student, teacher, tau, mode), args.repeats)
-            for mode in (False, True, None)
+        dense, sparse, auto = time_ms(
+            [de_step(experts, student, teacher, tau, mode) for mode in (False, True, None)],
+            args.repeats,
         )
         diff = (
             de_step(experts, student, teacher, tau, False)()
@@ -105,19 +112,30 @@ def de_table(args: argparse.Namespace) -> list[str]:
 
 
 def running_shift_loss(interesting: Tensor, uninteresting: Tensor) -> Tensor:
-    """The previous RRD loss: logcumsumexp for every row."""
-    return (_running_log_denominator(interesting, uninteresting) - interesting).sum(dim=-1)
+    """The previous RRD loss, the baseline: logcumsumexp (a sequential scan) for every row."""
+    tail = torch.logcumsumexp(interesting.flip(-1), dim=-1).flip(-1)
+    below = torch.logsumexp(uninteresting, dim=-1, keepdim=True)
+    return (torch.logaddexp(tail, below) - interesting).sum(dim=-1)
+
+
+def rrd_step(
+    loss: Callable[[Tensor, Tensor], Tensor], scores: tuple[Tensor, Tensor]
+) -> Callable[[], None]:
+    """One forward + backward of an RRD loss on fixed scores."""
+    return lambda: loss(*scores).sum().backward()
 
 
 def rrd_table(args: argparse.Namespace) -> list[str]:
     rows = ["| RRD scores | relaxed_ranking_loss ms | logcumsumexp ms |", "|---|---|---|"]
     for label, scale in (("randn", 1.0), ("+-1e4 (fallback)", 1e4)):
-        interesting = (torch.randn(args.users, args.interesting) * scale).requires_grad_()
-        uninteresting = (torch.randn(args.users, args.uninteresting) * scale).requires_grad_()
-        timings = [
-            time_ms(lambda f=loss: f(interesting, uninteresting).sum().backward(), args.repeats)
-            for loss in (relaxed_ranking_loss, running_shift_loss)
-        ]
+        scores = (
+            (torch.randn(args.users, args.interesting) * scale).requires_grad_(),
+            (torch.randn(args.users, args.uninteresting) * scale).requires_grad_(),
+        )
+        timings = time_ms(
+            [rrd_step(loss, scores) for loss in (relaxed_ranking_loss, running_shift_loss)],
+            args.repeats,
+        )
         rows.append(f"| {label} | {fmt(timings[0])} | {fmt(timings[1])} |")
     return rows
 

@@ -31,10 +31,6 @@ def _positive_int(x: Any) -> bool:
     return isinstance(x, int) and not isinstance(x, bool) and x > 0
 
 
-def _optional_positive_int(x: Any) -> bool:
-    return x is None or _positive_int(x)
-
-
 def _is_bool(x: Any) -> bool:
     return isinstance(x, bool)
 
@@ -49,6 +45,10 @@ def _optional_str(x: Any) -> bool:
 
 def _optional_dict(x: Any) -> bool:
     return x is None or isinstance(x, dict)
+
+
+def _optional(check: Callable[[Any], bool]) -> Callable[[Any], bool]:
+    return lambda x: x is None or check(x)
 
 
 def _one_of(*choices: str) -> Callable[[Any], bool]:
@@ -68,7 +68,7 @@ KEY_RULES: dict[str, tuple[Callable[[Any], bool], str]] = {
     "de_num_experts": (_positive_int, "a positive int"),
     "de_tau_start": (_positive, "a number > 0"),
     "de_tau_end": (_positive, "a number > 0"),
-    "de_anneal_epochs": (_optional_positive_int, "a positive int or null (= epochs)"),
+    "de_anneal_epochs": (_optional(_positive_int), "a positive int or null (= epochs)"),
     "rrd_weight": (_non_negative, "a number >= 0"),
     "rrd_top_n": (_positive_int, "a positive int"),
     "rrd_interesting": (_positive_int, "a positive int"),
@@ -85,11 +85,10 @@ KEY_RULES: dict[str, tuple[Callable[[Any], bool], str]] = {
     "bd_rank_convention": (_one_of("paper", "reference_code"), "paper or reference_code"),
     "bd_positives": (_one_of("exclude", "score_zero"), "exclude or score_zero"),
     "bd_sampled_as_negative": (_is_bool, "true or false"),
-    "bd_warmup_epochs": (_optional_positive_int, "a positive int or null (= epochs)"),
-    "teacher_learning_rate": (_positive, "a number > 0"),
-    "teacher_weight_decay": (_non_negative, "a number >= 0"),
-    "student_learning_rate": (_positive, "a number > 0"),
-    "student_weight_decay": (_non_negative, "a number >= 0"),
+    "teacher_learning_rate": (_optional(_positive), "a number > 0 or null (= learning_rate)"),
+    "teacher_weight_decay": (_optional(_non_negative), "a number >= 0 or null (= weight_decay)"),
+    "student_learning_rate": (_optional(_positive), "a number > 0 or null (= learning_rate)"),
+    "student_weight_decay": (_optional(_non_negative), "a number >= 0 or null (= weight_decay)"),
 }
 
 

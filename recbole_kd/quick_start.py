@@ -22,20 +22,22 @@ def build(config: KDConfig):
     dataset, parts = build_split(config)
     train_data, valid_data, test_data = make_loaders(config, dataset, parts)
     model_class = get_model(config["model"])
-    teacher_state = None
+    pretrained = {}
     if is_kd_model(config["model"]):
         model_class.check_backbones(config)
-        teacher_state = resolve_pretrained(config, dataset, parts, "teacher")
+        for role in model_class.pretrained_roles:
+            pretrained[role] = resolve_pretrained(config, dataset, parts, role)
     init_seed(config["seed"] + config["local_rank"], config["reproducibility"])
     model = model_class(config, train_data._dataset).to(config["device"])
-    if teacher_state is not None:
-        model.load_teacher(teacher_state)
+    for role, state in pretrained.items():
+        model.load_pretrained(role, state)
     return train_data, valid_data, test_data, model
 
 
-def student_export_path(saved_model_file: str) -> str:
+def export_path(saved_model_file: str, role: str) -> str:
+    """``saved/DERRD-<time>.pth`` -> ``saved/DERRD-<time>-student.pth``."""
     root, _ = os.path.splitext(saved_model_file)
-    return f"{root}-student.pth"
+    return f"{root}-{role}.pth"
 
 
 def train_and_test(config: KDConfig, saved: bool = True, verbose: bool = True):
@@ -61,12 +63,12 @@ def train_and_test(config: KDConfig, saved: bool = True, verbose: bool = True):
     }
     if saved:
         result["saved_model_file"] = trainer.saved_model_file
-    if saved and hasattr(model, "export_student"):
-        path = model.export_student(
-            student_export_path(trainer.saved_model_file), best_valid_score=best_valid_score
-        )
-        result["student_file"] = path
-        logger.info(set_color("Student exported for RecBole", "yellow") + f": {path}")
+    result.update(getattr(trainer, "teacher_results", {}))
+    if saved and is_kd_model(config["model"]):
+        for role in model.exported_roles:
+            path = model.export(role, export_path(trainer.saved_model_file, role))
+            result[f"{role}_file"] = path
+            logger.info(set_color(f"{role.capitalize()} exported for RecBole", "yellow") + f": {path}")
     return result
 
 
@@ -92,6 +94,9 @@ def run_recbole_kd(
     result = train_and_test(config, saved=saved)
     logger.info(set_color("best valid ", "yellow") + f": {result['best_valid_result']}")
     logger.info(set_color("test result", "yellow") + f": {result['test_result']}")
+    if "teacher_test_result" in result:
+        logger.info(set_color("teacher best valid", "yellow") + f": {result['teacher_best_valid_result']}")
+        logger.info(set_color("teacher test result", "yellow") + f": {result['teacher_test_result']}")
     return result
 
 

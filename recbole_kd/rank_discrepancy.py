@@ -179,15 +179,16 @@ class RankDiscrepancySampler:
     def refresh(self, teacher_score_fn: ScoreFn, student_score_fn: ScoreFn, epochs: int) -> None:
         """Rebuilds both pools from fresh scores, for ``epochs`` epochs of training pairs.
 
-        Memory: O(chunk_size x n_items) temporaries (about 50 bytes per entry, score_fn outputs
-        included) plus the two pools (2 x nnz x items_per_positive x epochs x 4 bytes).
+        Memory: O(chunk_size x n_items) temporaries (under 64 bytes per entry, score_fn outputs
+        included) plus the two pools (2 x nnz x items_per_positive x epochs x 4 bytes). On error
+        the previous pools are kept.
         """
         if epochs < 1:
             raise ValueError(f"epochs must be >= 1, got {epochs}")
         start = time.perf_counter()
         need = self.positives.counts * (self.items_per_positive * epochs)
-        self.offsets = torch.cat([need.new_zeros(1), torch.cumsum(need, dim=0)])
-        offsets = self.offsets.tolist()  # chunk boundaries as Python ints, one device sync
+        offsets_tensor = torch.cat([need.new_zeros(1), torch.cumsum(need, dim=0)])
+        offsets = offsets_tensor.tolist()  # chunk boundaries as Python ints, one device sync
         pools = [
             torch.empty(offsets[-1], dtype=self._pool_dtype, device=self.device) for _ in range(2)
         ]
@@ -196,7 +197,7 @@ class RankDiscrepancySampler:
             weights = self._weights(users, teacher_score_fn, student_score_fn)
             for pool, weight in zip(pools, weights):
                 pool[lo:hi] = self._draw(weight, need[users])
-        self.pool_student, self.pool_teacher = pools
+        self.offsets, (self.pool_student, self.pool_teacher) = offsets_tensor, pools
         self.pointers.zero_()
         self.n_refreshes += 1
         if self.device.type == "cuda":
@@ -231,7 +232,7 @@ class RankDiscrepancySampler:
 
     def _draw(self, weights: Tensor, need: Tensor) -> Tensor:
         """Flat draws: the first need[c] of row c's draws from ``weights`` [C, I], row after row."""
-        if bool((need == 0).any()):  # users without positives have zero-weight rows at times
+        if bool((need == 0).any()):  # e.g. padding user 0: no draws, maybe no eligible item
             weights, need = weights[need > 0], need[need > 0]
         if len(need) == 0:
             return torch.zeros(0, dtype=self._pool_dtype, device=self.device)

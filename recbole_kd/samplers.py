@@ -203,19 +203,22 @@ class RelaxedRankingSampler:
 
     @torch.no_grad()
     def sample(self, users: Tensor | None = None) -> tuple[Tensor, Tensor]:
-        """Redraws the items of ``users`` (default: all users) and stores them.
+        """Redraws the items of ``users`` (default: all users, into new tensors) and stores them.
 
         Returns:
-            (interesting LongTensor [U, K], uninteresting LongTensor [U, L]) of ``users``.
+            (interesting LongTensor [U, K], uninteresting LongTensor [U, L]) of ``users``; for
+            all users, the stored ``interesting`` and ``uninteresting`` themselves.
         """
-        if self.interesting is None or self.uninteresting is None:
-            n_users = self.top_n.shape[0]
+        n_users = self.top_n.shape[0]
+        every_user = users is None
+        if every_user or self.interesting is None or self.uninteresting is None:
+            # Fresh tensors, so rows a caller kept from the previous epoch do not change under it.
             self.interesting = self.top_n.new_zeros((n_users, self.n_interesting))
             self.uninteresting = self.top_n.new_zeros((n_users, self.n_uninteresting))
-        every_user = users is None
         if users is None:
-            users = torch.arange(self.top_n.shape[0], device=self.device)
-        for chunk in users.to(self.device).split(self.chunk_size):
+            users = torch.arange(n_users, device=self.device)
+        users = users.to(self.device, torch.long)
+        for chunk in users.split(self.chunk_size):
             self.interesting[chunk] = self._draw_interesting(chunk)
             self.uninteresting[chunk] = self._draw_uninteresting(chunk)
         self.n_samples += 1
@@ -257,7 +260,7 @@ class RelaxedRankingSampler:
         """(interesting [B, K], uninteresting [B, L]) rows of ``users`` from the last ``sample()``."""
         if self.interesting is None or self.uninteresting is None:
             raise RuntimeError("RelaxedRankingSampler.sample() must run before for_users()")
-        users = users.to(self.device)
+        users = users.to(self.device, torch.long)
         return self.interesting[users], self.uninteresting[users]
 
     def state_dict(self) -> dict:

@@ -3,9 +3,19 @@
 from __future__ import annotations
 
 import os
+import random
+from dataclasses import dataclass
+from time import time
 
+import numpy as np
+import torch
 from recbole.trainer import Trainer
-from recbole.utils import set_color
+from recbole.utils import calculate_valid_score, dict2str, early_stopping, set_color
+from torch.nn.utils import clip_grad_norm_
+from tqdm import tqdm
+
+from recbole_kd.backbone import clear_caches
+from recbole_kd.model.base import atomic_save
 
 
 class KDTrainer(Trainer):
@@ -20,6 +30,33 @@ class KDTrainer(Trainer):
         # Two runs started within the same second would share RecBole's time-stamped file name.
         root, ext = os.path.splitext(self.saved_model_file)
         self.saved_model_file = f"{root}-{os.getpid()}{ext}"
+
+    _train_data = None  # the loader being trained on, whose shuffling state checkpoints keep
+    _pending_rng: dict | None = None  # random states read by resume_checkpoint, set by fit
+
+    def rng_state(self) -> dict:
+        """Every random state training draws from: torch (Gumbel noise, dropout), numpy
+        (RecBole's negative sampling), Python, and the train loader's shuffling generator."""
+        state = {"torch": torch.get_rng_state(), "numpy": np.random.get_state(),
+                 "python": random.getstate()}
+        if torch.cuda.is_available():
+            state["cuda"] = torch.cuda.get_rng_state_all()
+        if self._train_data is not None:
+            state["loader"] = self._train_data.generator.get_state()
+        return state
+
+    def _restore_rng(self, train_data) -> None:
+        self._train_data = train_data
+        state, self._pending_rng = self._pending_rng, None
+        if state is None:
+            return
+        torch.set_rng_state(state["torch"])
+        np.random.set_state(state["numpy"])
+        random.setstate(state["python"])
+        if "cuda" in state and torch.cuda.is_available():
+            torch.cuda.set_rng_state_all(state["cuda"])
+        if "loader" in state:
+            train_data.generator.set_state(state["loader"])
 
     def _build_optimizer(self, **kwargs):
         if "params" not in kwargs and hasattr(self.model, "trainable_parameters"):
@@ -53,3 +90,185 @@ class KDTrainer(Trainer):
             return super()._add_train_loss_to_tensorboard(epoch_idx, losses, tag)
         for name, value in zip(self.model.loss_names, losses):
             self.tensorboard.add_scalar(f"{tag}/{name}", value, epoch_idx)
+
+
+@dataclass
+class ModelTrack:
+    """Early stopping and best-model tracking of one of BD's two models."""
+
+    best_score: float
+    cur_step: int = 0
+    best_result: dict | None = None
+    best_state: dict | None = None  # the model's state_dict at its best validation, on CPU
+    best_epoch: int = -1
+
+
+class BDTrainer(KDTrainer):
+    """Trains BD's teacher and student together, each with its own optimizer.
+
+    Per batch the teacher steps first, then the student (whose targets are the teacher's scores
+    from before that step). Both models are evaluated at every evaluation, each with its own early
+    stopping and best model; training stops when neither has improved for ``stopping_step``
+    evaluations. The checkpoint holds both models, both optimizers, both tracks and the sampler.
+    """
+
+    ROLES = ("teacher", "student")
+
+    def __init__(self, config, model):
+        super().__init__(config, model)
+        worst = -np.inf if self.valid_metric_bigger else np.inf
+        self.tracks = {role: ModelTrack(best_score=worst) for role in self.ROLES}
+        self.teacher_results: dict = {}
+
+    def _build_optimizer(self, **kwargs):
+        if "params" in kwargs:
+            return super()._build_optimizer(**kwargs)
+        self.optimizers = {}
+        for role in self.ROLES:
+            lr = self.config[f"{role}_learning_rate"] or self.learning_rate
+            decay = self.config[f"{role}_weight_decay"]
+            self.optimizers[role] = Trainer._build_optimizer(
+                self,
+                params=getattr(self.model, role).parameters(),
+                learning_rate=lr,
+                weight_decay=self.weight_decay if decay is None else decay,
+            )
+        return self.optimizers["student"]
+
+    def _train_epoch(self, train_data, epoch_idx, loss_func=None, show_progress=False):
+        self.model.on_epoch_start(epoch_idx)
+        self.model.train()
+        totals = [0.0] * 4
+        batches = (
+            tqdm(train_data, total=len(train_data), ncols=100,
+                 desc=set_color(f"Train {epoch_idx:>5}", "pink"))
+            if show_progress else train_data
+        )
+        for interaction in batches:
+            batch = self.model.draw(interaction.to(self.device))
+            for index, role in enumerate(self.ROLES):  # teacher first, then student
+                optimizer = self.optimizers[role]
+                optimizer.zero_grad()
+                base, bd = self.model.losses(role, batch)
+                self._check_nan(base + bd)
+                (base + bd).backward()
+                if self.clip_grad_norm:
+                    clip_grad_norm_(getattr(self.model, role).parameters(), **self.clip_grad_norm)
+                optimizer.step()
+                totals[2 * index] += base.item()
+                totals[2 * index + 1] += bd.item()
+        return tuple(totals)
+
+    def _evaluate_role(self, eval_data, role: str, show_progress: bool = False):
+        self.model.eval_role = role
+        clear_caches(getattr(self.model, role))
+        try:
+            return super().evaluate(eval_data, load_best_model=False, show_progress=show_progress)
+        finally:
+            self.model.eval_role = "student"
+
+    def _validate(self, valid_data, epoch_idx: int, verbose: bool, show_progress: bool) -> bool:
+        """Evaluate both models and update their tracks; True when both have stopped improving."""
+        stopped = []
+        for role in self.ROLES:
+            start = time()
+            result = self._evaluate_role(valid_data, role, show_progress)
+            score = calculate_valid_score(result, self.valid_metric)
+            track = self.tracks[role]
+            track.best_score, track.cur_step, stop, improved = early_stopping(
+                score, track.best_score, track.cur_step,
+                max_step=self.stopping_step, bigger=self.valid_metric_bigger,
+            )
+            if improved:
+                track.best_result, track.best_epoch = result, epoch_idx
+                track.best_state = {
+                    k: v.detach().cpu().clone()
+                    for k, v in getattr(self.model, role).state_dict().items()
+                }
+            stopped.append(stop)
+            if verbose:
+                self.logger.info(
+                    set_color(f"epoch {epoch_idx} evaluating {role}", "green")
+                    + f" [{set_color('time', 'blue')}: {time() - start:.2f}s, "
+                    + f"{set_color('valid_score', 'blue')}: {score:f}]\n"
+                    + set_color(f"{role} valid result", "blue") + ": \n" + dict2str(result)
+                )
+            self.tensorboard.add_scalar(f"Valid_score/{role}", score, epoch_idx)
+        return all(stopped)
+
+    def fit(self, train_data, valid_data=None, verbose=True, saved=True, show_progress=False,
+            callback_fn=None):
+        self._restore_rng(train_data)
+        self.eval_collector.data_collect(train_data)
+        for epoch_idx in range(self.start_epoch, self.epochs):
+            start = time()
+            losses = self._train_epoch(train_data, epoch_idx, show_progress=show_progress)
+            self.train_loss_dict[epoch_idx] = sum(losses)
+            if verbose:
+                self.logger.info(self._generate_train_loss_output(epoch_idx, start, time(), losses))
+            self._add_train_loss_to_tensorboard(epoch_idx, losses)
+            stop = False
+            if valid_data and self.eval_step > 0 and (epoch_idx + 1) % self.eval_step == 0:
+                stop = self._validate(valid_data, epoch_idx, verbose, show_progress)
+                if callback_fn:
+                    callback_fn(epoch_idx, self.tracks["student"].best_score)
+            if saved:
+                self._save_checkpoint(epoch_idx, verbose=verbose)
+            if stop:
+                if verbose:
+                    self.logger.info(
+                        "Finished BD: best teacher at epoch "
+                        f"{self.tracks['teacher'].best_epoch}, best student at epoch "
+                        f"{self.tracks['student'].best_epoch}"
+                    )
+                break
+        student = self.tracks["student"]
+        self.best_valid_score, self.best_valid_result = student.best_score, student.best_result
+        return student.best_score, student.best_result
+
+    def evaluate(self, eval_data, load_best_model=True, model_file=None, show_progress=False):
+        """The student's metrics; the teacher's land in ``teacher_results``. With
+        ``load_best_model`` each model first takes back its weights from its best validation."""
+        if load_best_model:
+            for role in self.ROLES:
+                if self.tracks[role].best_state is not None:
+                    getattr(self.model, role).load_state_dict(self.tracks[role].best_state)
+        teacher_result = self._evaluate_role(eval_data, "teacher", show_progress)
+        self.teacher_results = {
+            "teacher_best_valid_score": self.tracks["teacher"].best_score,
+            "teacher_best_valid_result": self.tracks["teacher"].best_result,
+            "teacher_test_result": teacher_result,
+        }
+        return self._evaluate_role(eval_data, "student", show_progress)
+
+    def _save_checkpoint(self, epoch, verbose=True, **kwargs):
+        path = kwargs.pop("saved_model_file", self.saved_model_file)
+        state = {
+            "config": self.config,
+            "epoch": epoch,
+            "cur_step": self.tracks["student"].cur_step,
+            "best_valid_score": self.tracks["student"].best_score,
+            "state_dict": self.model.state_dict(),
+            "other_parameter": self.model.other_parameter(),
+            "optimizer": self.optimizers["student"].state_dict(),
+            "teacher_optimizer": self.optimizers["teacher"].state_dict(),
+            "tracks": {role: vars(track) for role, track in self.tracks.items()},
+            "sampler": self.model.sampler_state(),
+            "rng": self.rng_state(),
+        }
+        atomic_save(state, path)
+        if verbose:
+            self.logger.info(set_color("Saving current", "blue") + f": {path}")
+
+    def resume_checkpoint(self, resume_file):
+        checkpoint = torch.load(str(resume_file), map_location=self.device, weights_only=False)
+        self.saved_model_file = str(resume_file)
+        self.start_epoch = checkpoint["epoch"] + 1
+        self.model.load_state_dict(checkpoint["state_dict"])
+        self.model.load_other_parameter(checkpoint.get("other_parameter"))
+        self.optimizers["student"].load_state_dict(checkpoint["optimizer"])
+        self.optimizers["teacher"].load_state_dict(checkpoint["teacher_optimizer"])
+        self.tracks = {role: ModelTrack(**saved) for role, saved in checkpoint["tracks"].items()}
+        self.model.load_sampler_state(checkpoint["sampler"])
+        self._pending_rng = checkpoint["rng"]
+        self.logger.info(f"Checkpoint loaded. Resume training from epoch {self.start_epoch}")

@@ -24,7 +24,6 @@ from recbole_kd.rank_discrepancy import (
 from recbole_kd.samplers import PositiveRows, RelaxedRankingSampler, teacher_top_n
 
 SIGMAS = 5.0  # tolerance of every frequency check, in binomial standard deviations
-_EXACT = {"rtol": 0.0, "atol": 1e-9}
 
 
 def _random_positives(n_users: int, n_items: int, most: int, seed: int) -> sp.csr_matrix:
@@ -163,7 +162,7 @@ def test_rrd_positions_follow_exp_rank_weights(k: int) -> None:
     inclusion, best = _plackett_luce(weights, k)
     if k == 1:  # one draw: exactly proportional to the weights
         expected = torch.tensor(weights, dtype=torch.float64) / sum(weights)
-        torch.testing.assert_close(inclusion, expected, **_EXACT)
+        torch.testing.assert_close(inclusion, expected, rtol=0.0, atol=1e-12)
     tol = _check_frequencies(torch.bincount(positions.flatten(), minlength=n), n_users, inclusion)
     _check_frequencies(torch.bincount(positions[:, 0], minlength=n), n_users, best)
     # The check has power: uniform inclusion (k / n each) would fail it.
@@ -345,6 +344,7 @@ def test_bd_draws_follow_the_normalised_weights(convention: str) -> None:
 
 
 def test_bd_score_zero_mode_ranks_positives_at_score_zero() -> None:
+    # Reference quirk: positives are scored 0 by both models, then ranked and drawn as others.
     sampler, scores = _bd_setup(positives_mode="score_zero")
     _refresh(sampler, scores, epochs=2000)
     positives = torch.from_numpy(_BD_POSITIVES.toarray() != 0)
@@ -364,21 +364,6 @@ def test_bd_agreeing_models_fall_back_to_uniform_student_draws() -> None:
     counts = torch.bincount(sampler.pool_student[lo:hi].long(), minlength=8)
     probs = torch.tensor([0, 1, 0, 0, 1, 1, 1, 1]) / 5.0
     _check_frequencies(counts, hi - lo, probs)
-
-
-@pytest.mark.parametrize("mode", ["exclude", "score_zero"])
-def test_bd_positives_mode(mode: str) -> None:
-    sampler, scores = _bd_setup(positives_mode=mode, eps_t=5.0)
-    # Scored 0, a positive tops the teacher's ranking and ends the student's: a likely draw.
-    scores["teacher"] = -1.0 - scores["teacher"].abs()
-    scores["student"] = 1.0 + scores["student"].abs()
-    _refresh(sampler, scores, epochs=50)
-    drawn = torch.cat([sampler.pool_student, sampler.pool_teacher]).long()
-    users = torch.repeat_interleave(torch.arange(4), sampler.offsets.diff()).repeat(2)
-    positives = torch.from_numpy(_BD_POSITIVES.toarray() != 0)
-    drew_positive = positives[users, drawn].any()
-    assert bool(drew_positive) == (mode == "score_zero")
-    assert (drawn != 0).all()
 
 
 def test_occurrence_index_counts_earlier_rows_of_the_same_user() -> None:
@@ -438,6 +423,7 @@ _MEMORY_PROBE = """
 import resource, sys
 import numpy as np, scipy.sparse as sp, torch
 from recbole_kd.rank_discrepancy import RankDiscrepancySampler
+torch.set_num_threads(1)  # one thread is faster on a busy machine, and its peak is steadier
 n_users, n_items, chunk = {n_users}, {n_items}, {chunk}
 rng = np.random.default_rng(0)
 rows, cols = rng.integers(1, n_users, 20 * n_users), rng.integers(1, n_items, 20 * n_users)
@@ -457,7 +443,8 @@ print(peak - rss_before, sampler.pool_student.numel())
 @pytest.mark.skipif(not sys.platform.startswith("linux"), reason="reads /proc and ru_maxrss")
 def test_bd_refresh_memory_is_bounded_by_the_chunk() -> None:
     n_users, n_items, chunk = 4_000, 20_000, 64
-    env = dict(os.environ, PYTHONPATH=os.pathsep.join([str(Path(__file__).parents[1])] + sys.path))
+    root = str(Path(__file__).parents[1])  # the fresh process imports this checkout
+    env = dict(os.environ, PYTHONPATH=os.pathsep.join([root, os.environ.get("PYTHONPATH", "")]))
     code = _MEMORY_PROBE.format(n_users=n_users, n_items=n_items, chunk=chunk)
     result = subprocess.run(
         [sys.executable, "-c", code],

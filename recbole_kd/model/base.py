@@ -43,6 +43,9 @@ class KnowledgeDistillationModel(GeneralRecommender):
 
     input_type = InputType.PAIRWISE
     needs_representations = False  # DE reads the models' user and item vectors
+    teacher_trainable = False  # BD trains both models
+    pretrained_roles = ("teacher",)  # models trained (or loaded) before distillation
+    exported_roles = ("student",)  # models saved as plain RecBole checkpoints after it
 
     @classmethod
     def check_backbones(cls, config) -> None:
@@ -68,19 +71,22 @@ class KnowledgeDistillationModel(GeneralRecommender):
             config, config["teacher_model"], config["teacher_config"], "teacher"
         )
         self.teacher = self.teacher_config.model_class(self.teacher_config, dataset)
-        self.teacher.requires_grad_(False)
-        self.teacher.eval()
+        if not self.teacher_trainable:
+            self.teacher.requires_grad_(False)
+            self.teacher.eval()
         self.student_net = Backbone(self.student)
         self.teacher_net = Backbone(self.teacher)
         self.positives = dataset.inter_matrix(form="csr")
         self.distillers = nn.ModuleList()
         self._prepared = False
 
-    # ----- teacher -----------------------------------------------------------------------------
-    def load_teacher(self, state_dict: dict) -> None:
-        """Load the trained teacher's weights; one-time preparation follows at the next epoch."""
-        self.teacher.load_state_dict(state_dict)
-        clear_caches(self.teacher)
+    # ----- pre-trained weights -----------------------------------------------------------------
+    def load_pretrained(self, role: str, state_dict: dict) -> None:
+        """Load the trained ``role`` ("teacher" or "student") model's weights; one-time
+        preparation (teacher caches, top-N lists) follows at the next epoch."""
+        model = getattr(self, role)
+        model.load_state_dict(state_dict)
+        clear_caches(model)
         self._prepared = False
 
     def load_state_dict(self, state_dict, strict: bool = True, assign: bool = False):
@@ -93,7 +99,8 @@ class KnowledgeDistillationModel(GeneralRecommender):
 
     def train(self, mode: bool = True):
         super().train(mode)
-        self.teacher.eval()  # dropout off: the teacher's outputs are fixed targets
+        if not self.teacher_trainable:
+            self.teacher.eval()  # dropout off: the frozen teacher's outputs are fixed targets
         return self
 
     def trainable_parameters(self):
@@ -129,17 +136,24 @@ class KnowledgeDistillationModel(GeneralRecommender):
         return self.student_net.all_item_scores(interaction[self.USER_ID]).reshape(-1)
 
     # ----- export ------------------------------------------------------------------------------
-    def export_student(self, path: str, **info) -> str:
-        """Save the student as a checkpoint of its own model that stock RecBole loads."""
+    def export(self, role: str, path: str, best_valid_score: float = 0.0) -> str:
+        """Save the ``role`` model as a checkpoint of its own model that stock RecBole loads."""
+        model = getattr(self, role)
         state = {
-            "config": self.student_config,
-            "epoch": info.get("epoch", 0),
+            "config": getattr(self, f"{role}_config"),
+            "epoch": 0,
             "cur_step": 0,
-            "best_valid_score": info.get("best_valid_score", 0.0),
-            "state_dict": self.student.state_dict(),
-            "other_parameter": self.student.other_parameter(),
+            "best_valid_score": best_valid_score,
+            "state_dict": model.state_dict(),
+            "other_parameter": model.other_parameter(),
         }
-        os.makedirs(os.path.dirname(path) or ".", exist_ok=True)
-        torch.save(state, path + ".tmp", pickle_protocol=4)
-        os.replace(path + ".tmp", path)
-        return path
+        return atomic_save(state, path)
+
+
+def atomic_save(state: dict, path: str) -> str:
+    """torch.save through a temporary file and a rename: a kill mid-save never leaves a
+    truncated file under ``path``."""
+    os.makedirs(os.path.dirname(path) or ".", exist_ok=True)
+    torch.save(state, path + ".tmp", pickle_protocol=4)
+    os.replace(path + ".tmp", path)
+    return path

@@ -1,0 +1,143 @@
+r"""BD
+################################################
+Reference:
+    Wonbin Kweon, SeongKu Kang, Hwanjo Yu. "Bidirectional Distillation for Top-K Recommender
+    System." in WWW 2021.
+
+Teacher and student train together and each learns from the other: the student on items the
+teacher ranks higher than the student does, the teacher (softly) on items the student ranks
+higher, both chosen by rank discrepancy-aware sampling refreshed every few epochs.
+"""
+
+from __future__ import annotations
+
+from logging import getLogger
+from typing import NamedTuple
+
+import torch
+from torch import Tensor
+
+from recbole_kd.backbone import Backbone, clear_caches
+from recbole_kd.losses import bidirectional_distillation_loss
+from recbole_kd.model.base import KnowledgeDistillationModel
+from recbole_kd.rank_discrepancy import RankDiscrepancySampler
+
+
+class BDBatch(NamedTuple):
+    """One training batch with its BD draws, shared by the teacher's and the student's step."""
+
+    user: Tensor  # [B]
+    pos: Tensor  # [B]
+    neg: Tensor  # [B]
+    for_student: Tensor  # [B, P] items of the student's BD loss (teacher -> student)
+    for_teacher: Tensor  # [B, P] items of the teacher's BD loss (student -> teacher)
+    teacher_targets: Tensor  # [B, P] teacher scores of for_student, taken before the teacher's step
+
+
+class BD(KnowledgeDistillationModel):
+    """Both models trainable; each is trained on its own loss plus its BD loss.
+
+    L_X = L_base(X) + lambda_X * sum_(u,j) BCE(score_X(u, j), sigmoid(score_other(u, j) / tau)) / B.
+    The trainer steps the teacher first, then the student (``BDTrainer``).
+    """
+
+    teacher_trainable = True
+    pretrained_roles = ("teacher", "student")
+    exported_roles = ("teacher", "student")
+
+    def __init__(self, config, dataset):
+        super().__init__(config, dataset)
+        self.weight = {"teacher": config["bd_weight_teacher"], "student": config["bd_weight_student"]}
+        self.tau = config["bd_tau"]
+        self.update_epochs = config["bd_update_epochs"]
+        self.items_per_positive = config["bd_items_per_positive"]
+        self.sampled_as_negative = config["bd_sampled_as_negative"]
+        self.sampler_args = {
+            "eps_t": config["bd_eps_teacher"],
+            "eps_s": config["bd_eps_student"],
+            "convention": config["bd_rank_convention"],
+            "positives_mode": config["bd_positives"],
+            "items_per_positive": self.items_per_positive,
+            "seed": config["seed"],
+            "chunk_size": config["kd_chunk_size"],
+        }
+        self.sampler: RankDiscrepancySampler | None = None
+        self.eval_role = "student"  # which model evaluation scores: the trainer switches it
+
+    # ----- rank refresh ------------------------------------------------------------------------
+    def _ensure_sampler(self) -> RankDiscrepancySampler:
+        if self.sampler is None:
+            device = next(self.student.parameters()).device
+            self.sampler = RankDiscrepancySampler(
+                self.positives, self.n_items, device=device, **self.sampler_args
+            )
+        return self.sampler
+
+    def on_epoch_start(self, epoch: int) -> None:
+        self._ensure_sampler()
+        if epoch % self.update_epochs == 0:
+            self.refresh_ranks()
+
+    @torch.no_grad()
+    def refresh_ranks(self) -> None:
+        """Both models rank all items; draws for the next ``bd_update_epochs`` epochs are made."""
+        was_training = self.training
+        self.eval()
+        for model in (self.teacher, self.student):
+            clear_caches(model)
+        self.sampler.refresh(
+            self.teacher_net.all_item_scores, self.student_net.all_item_scores, self.update_epochs
+        )
+        for model in (self.teacher, self.student):
+            clear_caches(model)
+        self.train(was_training)
+        getLogger().info(f"BD rank refresh: {self.sampler.last_refresh_seconds:.2f}s")
+
+    # ----- losses ------------------------------------------------------------------------------
+    def draw(self, interaction) -> BDBatch:
+        """The batch's BD items and the teacher's targets for the student, before any step."""
+        user = interaction[self.USER_ID]
+        draws = [self.sampler.next_items(user) for _ in range(self.items_per_positive)]
+        for_student = torch.stack([d[0] for d in draws], dim=1)
+        for_teacher = torch.stack([d[1] for d in draws], dim=1)
+        with torch.no_grad():
+            teacher_targets = self.teacher_net.score(user, for_student)
+        return BDBatch(user, interaction[self.ITEM_ID], interaction[self.NEG_ITEM_ID],
+                       for_student, for_teacher, teacher_targets)
+
+    def losses(self, role: str, batch: BDBatch) -> tuple[Tensor, Tensor]:
+        """(own loss, weighted BD loss) of ``role``, with the other model's scores as targets."""
+        net: Backbone = getattr(self, f"{role}_net")
+        items = getattr(batch, f"for_{role}")
+        neg = items[:, 0] if self.sampled_as_negative else batch.neg
+        base = net.base_loss(batch.user, batch.pos, neg)
+        if role == "student":
+            targets = batch.teacher_targets
+        else:
+            with torch.no_grad():
+                targets = self.student_net.score(batch.user, items)
+        bd = bidirectional_distillation_loss(net.score(batch.user, items), targets, self.tau)
+        return base, self.weight[role] * bd.sum() / len(batch.user)
+
+    @property
+    def loss_names(self) -> list[str]:
+        return [f"teacher_{self.teacher_net.name.lower()}_loss", "teacher_bd_loss",
+                f"student_{self.student_net.name.lower()}_loss", "student_bd_loss"]
+
+    def calculate_loss(self, interaction):
+        raise RuntimeError("BD trains two models with two optimizers: use BDTrainer.")
+
+    # ----- evaluation: the model named by eval_role ---------------------------------------------
+    def predict(self, interaction):
+        return getattr(self, self.eval_role).predict(interaction)
+
+    def full_sort_predict(self, interaction):
+        net = getattr(self, f"{self.eval_role}_net")
+        return net.all_item_scores(interaction[self.USER_ID]).reshape(-1)
+
+    def sampler_state(self) -> dict | None:
+        return None if self.sampler is None else self.sampler.state_dict()
+
+    def load_sampler_state(self, state: dict | None) -> None:
+        if state is not None:
+            self._ensure_sampler().load_state_dict(state)
