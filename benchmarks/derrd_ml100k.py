@@ -15,9 +15,9 @@ import sys
 import yaml
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from common import markdown_table, timed_run  # noqa: E402
+from common import markdown_table, timed_run
 
-from recbole_kd.cli import pair_file  # noqa: E402
+from recbole_kd.cli import pair_file
 
 METRICS = ["recall@10", "ndcg@10", "hit@10", "mrr@10"]
 
