@@ -18,6 +18,22 @@ from recbole_kd.backbone import clear_caches
 from recbole_kd.model.base import atomic_save
 
 
+def check_finite(losses, names: list[str]) -> None:
+    """Stop on a NaN or infinite loss term, naming it."""
+    for name, loss in zip(names, losses if isinstance(losses, tuple) else (losses,)):
+        if not torch.isfinite(loss):
+            raise ValueError(
+                f"The training loss term '{name}' is {loss.item()}. Lower learning_rate (or this "
+                "term's weight), and check the teacher checkpoint."
+            )
+
+
+def load_checkpoint(path, device) -> dict:
+    if not os.path.isfile(str(path)):
+        raise FileNotFoundError(f"Checkpoint to resume from not found: '{path}'.")
+    return torch.load(str(path), map_location=device, weights_only=False)
+
+
 class KDTrainer(Trainer):
     """RecBole's Trainer with an epoch-start hook for the model and named loss terms.
 
@@ -65,14 +81,86 @@ class KDTrainer(Trainer):
 
     def _train_epoch(self, train_data, epoch_idx, loss_func=None, show_progress=False):
         self.model.on_epoch_start(epoch_idx)
-        return super()._train_epoch(train_data, epoch_idx, loss_func, show_progress)
+        return super()._train_epoch(
+            train_data, epoch_idx, loss_func or self._checked_loss, show_progress
+        )
 
-    def _check_nan(self, loss):
-        if loss.isnan():
+    def _checked_loss(self, interaction):
+        losses = self.model.calculate_loss(interaction)
+        check_finite(losses, self.model.loss_names)
+        return losses
+
+    # ----- checkpoints: the best model (RecBole's file) and the last epoch (for resuming) -------
+    @property
+    def resume_file(self) -> str:
+        """``saved/DERRD-<time>.pth`` -> ``saved/DERRD-<time>-last.pth``, written every epoch."""
+        root, ext = os.path.splitext(self.saved_model_file)
+        return f"{root}-last{ext}"
+
+    def _save_checkpoint(self, epoch, verbose=True, **kwargs):
+        """RecBole's best-model checkpoint, written atomically."""
+        path = kwargs.pop("saved_model_file", self.saved_model_file)
+        state = {
+            "config": self.config,
+            "epoch": epoch,
+            "cur_step": self.cur_step,
+            "best_valid_score": self.best_valid_score,
+            "state_dict": self.model.state_dict(),
+            "other_parameter": self.model.other_parameter(),
+            "optimizer": self.optimizer.state_dict(),
+        }
+        atomic_save(state, path)
+        if verbose:
+            self.logger.info(set_color("Saving current", "blue") + f": {path}")
+
+    def _save_resume_point(self, epoch: int) -> None:
+        """Everything needed to continue after ``epoch`` exactly as if never stopped."""
+        atomic_save(
+            {
+                "config": self.config,
+                "epoch": epoch,
+                "cur_step": self.cur_step,
+                "best_valid_score": self.best_valid_score,
+                "best_valid_result": self.best_valid_result,
+                "saved_model_file": self.saved_model_file,
+                "state_dict": self.model.state_dict(),
+                "other_parameter": self.model.other_parameter(),
+                "optimizer": self.optimizer.state_dict(),
+                "rng": self.rng_state(),
+            },
+            self.resume_file,
+        )
+
+    def fit(self, train_data, valid_data=None, verbose=True, saved=True, show_progress=False,
+            callback_fn=None):
+        self._restore_rng(train_data)
+
+        def after_validation(epoch_idx, valid_score):
+            if saved:
+                self._save_resume_point(epoch_idx)
+            if callback_fn:
+                callback_fn(epoch_idx, valid_score)
+
+        return super().fit(train_data, valid_data, verbose, saved, show_progress, after_validation)
+
+    def resume_checkpoint(self, resume_file):
+        """Continue a run from its ``-last.pth`` file (or a BD checkpoint, see BDTrainer)."""
+        checkpoint = load_checkpoint(resume_file, self.device)
+        if "rng" not in checkpoint:
             raise ValueError(
-                "Training loss is NaN. Lower learning_rate or the distillation weights "
-                "(de_weight, rrd_weight), or check the teacher checkpoint."
+                f"'{resume_file}' is a best-model checkpoint, not a resume point: pass the run's "
+                "'-last.pth' file to kd_resume."
             )
+        self.saved_model_file = checkpoint["saved_model_file"]
+        self.start_epoch = checkpoint["epoch"] + 1
+        self.cur_step = checkpoint["cur_step"]
+        self.best_valid_score = checkpoint["best_valid_score"]
+        self.best_valid_result = checkpoint["best_valid_result"]
+        self.model.load_state_dict(checkpoint["state_dict"])
+        self.model.load_other_parameter(checkpoint.get("other_parameter"))
+        self.optimizer.load_state_dict(checkpoint["optimizer"])
+        self._pending_rng = checkpoint["rng"]
+        self.logger.info(f"Checkpoint loaded. Resume training from epoch {self.start_epoch}")
 
     def _generate_train_loss_output(self, epoch_idx, s_time, e_time, losses):
         if not isinstance(losses, tuple):
@@ -150,7 +238,7 @@ class BDTrainer(KDTrainer):
                 optimizer = self.optimizers[role]
                 optimizer.zero_grad()
                 base, bd = self.model.losses(role, batch)
-                self._check_nan(base + bd)
+                check_finite((base, bd), self.model.loss_names[2 * index: 2 * index + 2])
                 (base + bd).backward()
                 if self.clip_grad_norm:
                     clip_grad_norm_(getattr(self.model, role).parameters(), **self.clip_grad_norm)
@@ -261,7 +349,7 @@ class BDTrainer(KDTrainer):
             self.logger.info(set_color("Saving current", "blue") + f": {path}")
 
     def resume_checkpoint(self, resume_file):
-        checkpoint = torch.load(str(resume_file), map_location=self.device, weights_only=False)
+        checkpoint = load_checkpoint(resume_file, self.device)
         self.saved_model_file = str(resume_file)
         self.start_epoch = checkpoint["epoch"] + 1
         self.model.load_state_dict(checkpoint["state_dict"])

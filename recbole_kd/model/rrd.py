@@ -37,6 +37,15 @@ class RankingDistillation(Distiller):
                         "rrd_subsample", "seed", "kd_chunk_size")
         }
         self.sampler: RelaxedRankingSampler | None = None
+        self._pending_state: dict | None = None  # sampler state from a checkpoint
+
+    # The sampler's random state travels in the model's state_dict, so a resumed run draws what
+    # the uninterrupted one would have drawn.
+    def get_extra_state(self) -> dict | None:
+        return None if self.sampler is None else self.sampler.state_dict()
+
+    def set_extra_state(self, state: dict | None) -> None:
+        self.sampler, self._pending_state = None, state  # rebuilt by prepare()
 
     def prepare(self) -> None:
         model, c = self.model[0], self.config
@@ -45,7 +54,8 @@ class RankingDistillation(Distiller):
             model.teacher_net.all_item_scores, model.positives, c["rrd_top_n"],
             c["kd_chunk_size"], device,
         )
-        state = self.sampler.state_dict() if self.sampler is not None else None
+        state = self.sampler.state_dict() if self.sampler is not None else self._pending_state
+        self._pending_state = None
         self.sampler = RelaxedRankingSampler(
             top_n, model.positives, model.n_items, c["rrd_interesting"], c["rrd_uninteresting"],
             temperature=c["rrd_temperature"], subsample=c["rrd_subsample"], seed=c["seed"],
