@@ -3,14 +3,16 @@
     python run_recbole_kd.py                                  # DERRD on ml-100k, BPR-200 -> BPR-20
     python run_recbole_kd.py -m RRD -d ml-100k --config_files lightgcn-bpr
     python run_recbole_kd.py -m BPR -d ml-100k --embedding_size=20   # a RecBole baseline
+    python run_recbole_kd.py -m DERRD --hyper DERRD.hyper     # RecBole's HyperTuning
 
 Any other ``--key=value`` reaches RecBole's config (e.g. ``--epochs=50 --teacher_checkpoint=...``).
-A config file that is not a path is looked up among the shipped pair files (properties/pairs).
+A config file that is not a path is looked up among the shipped pair files (properties/pairs), a
+params file among properties/hyper.
 """
 
 import argparse
 
-from recbole_kd.cli import resolve_config_files
+from recbole_kd.cli import resolve_config_files, shipped_file
 from recbole_kd.quick_start import run_recbole_kd
 
 if __name__ == "__main__":
@@ -20,9 +22,16 @@ if __name__ == "__main__":
     parser.add_argument(
         "--config_files", type=str, default=None, help="config files, separated by spaces"
     )
+    parser.add_argument("--hyper", type=str, default=None, help="HyperTuning params file")
+    parser.add_argument("--algo", type=str, default="exhaustive", help="exhaustive|random|bayes")
+    parser.add_argument("--max_evals", type=int, default=100, help="trials (random, bayes)")
+    parser.add_argument("--output_file", type=str, default=None, help="tuning results file")
     args, _ = parser.parse_known_args()
-    run_recbole_kd(
-        model=args.model,
-        dataset=args.dataset,
-        config_file_list=resolve_config_files(args.config_files),
-    )
+    config_files = resolve_config_files(args.config_files)
+    if args.hyper:
+        from recbole_kd.tuning import tune
+
+        tune(args.model, args.dataset, shipped_file(args.hyper, "hyper"), config_files,
+             algo=args.algo, max_evals=args.max_evals, output_file=args.output_file)
+    else:
+        run_recbole_kd(model=args.model, dataset=args.dataset, config_file_list=config_files)

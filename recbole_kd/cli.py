@@ -1,4 +1,4 @@
-"""Helpers of the command line: shipped pair files by name."""
+"""Helpers of the command line: shipped pair and params files by name."""
 
 from __future__ import annotations
 
@@ -7,18 +7,25 @@ import os
 from recbole_kd.utils import properties_dir
 
 
-def pair_file(name: str) -> str:
-    """Path of a config file: ``name`` itself if it exists, else the shipped pair of that name."""
+def shipped_file(name: str, folder: str) -> str:
+    """``name`` itself if it is a file, else the file of that name in properties/<folder>."""
     if os.path.isfile(name):
         return name
-    stem = name.removesuffix(".yaml")
-    shipped = os.path.join(properties_dir(), "pairs", f"{stem}.yaml")
-    if os.path.isfile(shipped):
-        return shipped
-    available = sorted(f[:-5] for f in os.listdir(os.path.join(properties_dir(), "pairs")))
+    shipped_dir = os.path.join(properties_dir(), folder)
+    for candidate in (name, f"{name}.yaml"):
+        path = os.path.join(shipped_dir, candidate)
+        if os.path.isfile(path):
+            return path
+    available = sorted(os.listdir(shipped_dir)) if os.path.isdir(shipped_dir) else []
     raise FileNotFoundError(
-        f"Config file '{name}' not found, and it is not a shipped pair ({', '.join(available)})."
+        f"'{name}' is neither a file nor one of recbole_kd's shipped {folder} files "
+        f"({', '.join(available)})."
     )
+
+
+def pair_file(name: str) -> str:
+    """A config file path, or the name of a shipped teacher/student pair (properties/pairs)."""
+    return shipped_file(name, "pairs")
 
 
 def resolve_config_files(value: str | None) -> list[str] | None:
