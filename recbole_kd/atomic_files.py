@@ -23,7 +23,7 @@ from __future__ import annotations
 
 import argparse
 import os
-from typing import Iterator
+from collections.abc import Iterator
 
 INTER_HEADER = "user_id:token\titem_id:token\n"
 SPLIT_PARTS = ("train", "valid", "test")
