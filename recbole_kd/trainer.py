@@ -90,6 +90,16 @@ class KDTrainer(Trainer):
         check_finite(losses, self.model.loss_names)
         return losses
 
+    def evaluate_role(self, eval_data, role: str, show_progress: bool = False):
+        """RecBole's evaluation of the model's current ``role`` model ("teacher" or "student")."""
+        self.model.eval_role = role
+        clear_caches(getattr(self.model, role))
+        try:
+            return Trainer.evaluate(self, eval_data, load_best_model=False,
+                                    show_progress=show_progress)
+        finally:
+            self.model.eval_role = "student"
+
     # ----- checkpoints: the best model (RecBole's file) and the last epoch (for resuming) -------
     @property
     def resume_file(self) -> str:
@@ -247,20 +257,12 @@ class BDTrainer(KDTrainer):
                 totals[2 * index + 1] += bd.item()
         return tuple(totals)
 
-    def _evaluate_role(self, eval_data, role: str, show_progress: bool = False):
-        self.model.eval_role = role
-        clear_caches(getattr(self.model, role))
-        try:
-            return super().evaluate(eval_data, load_best_model=False, show_progress=show_progress)
-        finally:
-            self.model.eval_role = "student"
-
     def _validate(self, valid_data, epoch_idx: int, verbose: bool, show_progress: bool) -> bool:
         """Evaluate both models and update their tracks; True when both have stopped improving."""
         stopped = []
         for role in self.ROLES:
             start = time()
-            result = self._evaluate_role(valid_data, role, show_progress)
+            result = self.evaluate_role(valid_data, role, show_progress)
             score = calculate_valid_score(result, self.valid_metric)
             track = self.tracks[role]
             track.best_score, track.cur_step, stop, improved = early_stopping(
@@ -321,13 +323,13 @@ class BDTrainer(KDTrainer):
             for role in self.ROLES:
                 if self.tracks[role].best_state is not None:
                     getattr(self.model, role).load_state_dict(self.tracks[role].best_state)
-        teacher_result = self._evaluate_role(eval_data, "teacher", show_progress)
+        teacher_result = self.evaluate_role(eval_data, "teacher", show_progress)
         self.teacher_results = {
             "teacher_best_valid_score": self.tracks["teacher"].best_score,
             "teacher_best_valid_result": self.tracks["teacher"].best_result,
             "teacher_test_result": teacher_result,
         }
-        return self._evaluate_role(eval_data, "student", show_progress)
+        return self.evaluate_role(eval_data, "student", show_progress)
 
     def _save_checkpoint(self, epoch, verbose=True, **kwargs):
         path = kwargs.pop("saved_model_file", self.saved_model_file)

@@ -128,12 +128,15 @@ class KnowledgeDistillationModel(GeneralRecommender):
         base = self.student_net.base_loss(user, pos, neg)
         return (base, *(distiller(user, pos, neg) for distiller in self.distillers))
 
-    # ----- evaluation: the student is the model ----------------------------------------------
+    # ----- evaluation: the student, unless the trainer evaluates the teacher -------------------
+    eval_role = "student"
+
     def predict(self, interaction):
-        return self.student.predict(interaction)
+        return getattr(self, self.eval_role).predict(interaction)
 
     def full_sort_predict(self, interaction):
-        return self.student_net.all_item_scores(interaction[self.USER_ID]).reshape(-1)
+        net = getattr(self, f"{self.eval_role}_net")
+        return net.all_item_scores(interaction[self.USER_ID]).reshape(-1)
 
     # ----- export ------------------------------------------------------------------------------
     def export(self, role: str, path: str, best_valid_score: float = 0.0) -> str:

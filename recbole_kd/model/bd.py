@@ -62,7 +62,6 @@ class BD(KnowledgeDistillationModel):
             "chunk_size": config["kd_chunk_size"],
         }
         self.sampler: RankDiscrepancySampler | None = None
-        self.eval_role = "student"  # which model evaluation scores: the trainer switches it
 
     # ----- rank refresh ------------------------------------------------------------------------
     def _ensure_sampler(self) -> RankDiscrepancySampler:
@@ -126,14 +125,6 @@ class BD(KnowledgeDistillationModel):
 
     def calculate_loss(self, interaction):
         raise RuntimeError("BD trains two models with two optimizers: use BDTrainer.")
-
-    # ----- evaluation: the model named by eval_role ---------------------------------------------
-    def predict(self, interaction):
-        return getattr(self, self.eval_role).predict(interaction)
-
-    def full_sort_predict(self, interaction):
-        net = getattr(self, f"{self.eval_role}_net")
-        return net.all_item_scores(interaction[self.USER_ID]).reshape(-1)
 
     def sampler_state(self) -> dict | None:
         return None if self.sampler is None else self.sampler.state_dict()
