@@ -39,7 +39,9 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument("--interesting", type=int, default=40, help="K")
     parser.add_argument("--uninteresting", type=int, default=40, help="L")
     parser.add_argument("--repeats", type=int, default=15)
-    parser.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's)")
+    parser.add_argument(
+        "--threads", type=int, default=None, help="torch threads (default: torch's)"
+    )
     parser.add_argument("--seed", type=int, default=0)
     return parser.parse_args()
 
@@ -100,10 +102,10 @@ def de_table(args: argparse.Namespace) -> list[str]:
             [de_step(experts, student, teacher, tau, mode) for mode in (False, True, None)],
             args.repeats,
         )
-        diff = (
-            de_step(experts, student, teacher, tau, False)()
-            - de_step(experts, student, teacher, tau, True)()
-        ).abs().max().item()
+        dense_out, sparse_out = (
+            de_step(experts, student, teacher, tau, mode)() for mode in (False, True)
+        )
+        diff = (dense_out - sparse_out).abs().max().item()
         rows.append(
             f"| {tau:g} | {share:.3f} | {fmt(dense)} | {fmt(sparse)} | {fmt(auto)} "
             f"| {dense[0] / auto[0]:.1f}x | {diff:.1e} |"

@@ -111,6 +111,27 @@ class DistillationExperts(nn.Module):
             return self._reconstruct_sparse(student_repr, z)
         return self._reconstruct_dense(student_repr, z)
 
+    def forward(
+        self,
+        student_repr: Tensor,
+        teacher_repr: Tensor,
+        tau: float,
+        generator: torch.Generator | None = None,
+    ) -> Tensor:
+        """DE loss of each entity: ||t_e - sum_m z_{e,m} E_m(s_e)||^2.
+
+        Args:
+            student_repr: [B, d_s] student representations (trainable).
+            teacher_repr: [B, d_t] frozen teacher representations of the same entities.
+            tau: Gumbel-softmax temperature (> 0).
+            generator: optional generator for the Gumbel noise.
+
+        Returns:
+            [B] unreduced reconstruction loss; the model chooses sum or mean.
+        """
+        z = self.selection(teacher_repr, tau, generator)
+        return expert_reconstruction_loss(teacher_repr.detach(), self.reconstruct(student_repr, z))
+
     def _reconstruct_dense(self, student_repr: Tensor, z: Tensor) -> Tensor:
         """Every (entity, expert) pair, as two matrix products with no loop over experts.
 
@@ -153,28 +174,6 @@ class DistillationExperts(nn.Module):
         if not outputs:
             return result
         return result.index_add(0, rows, torch.cat(outputs))
-
-
-    def forward(
-        self,
-        student_repr: Tensor,
-        teacher_repr: Tensor,
-        tau: float,
-        generator: torch.Generator | None = None,
-    ) -> Tensor:
-        """DE loss of each entity: ||t_e - sum_m z_{e,m} E_m(s_e)||^2.
-
-        Args:
-            student_repr: [B, d_s] student representations (trainable).
-            teacher_repr: [B, d_t] frozen teacher representations of the same entities.
-            tau: Gumbel-softmax temperature (> 0).
-            generator: optional generator for the Gumbel noise.
-
-        Returns:
-            [B] unreduced reconstruction loss; the model chooses sum or mean.
-        """
-        z = self.selection(teacher_repr, tau, generator)
-        return expert_reconstruction_loss(teacher_repr.detach(), self.reconstruct(student_repr, z))
 
 
 def _weighted_expert(

@@ -357,9 +357,7 @@ def _reconstruction_and_gradients(
     return z.detach(), reconstruction.detach(), gradients
 
 
-@pytest.mark.parametrize(
-    ("tau", "regime"), [(1.0, "dense"), (0.05, "partial"), (1e-10, "one-hot")]
-)
+@pytest.mark.parametrize(("tau", "regime"), [(1.0, "dense"), (0.05, "partial"), (1e-10, "one-hot")])
 def test_experts_sparse_path_matches_dense_path(tau: float, regime: str) -> None:
     torch.manual_seed(22)
     experts = DistillationExperts(student_dim=5, teacher_dim=12, num_experts=6)
@@ -400,5 +398,8 @@ def test_experts_choose_the_path_by_share_of_nonzero_weights(monkeypatch) -> Non
     experts.reconstruct(student, soft, sparse=True)
     experts.reconstruct(student, one_hot, sparse=False)
     assert taken == [
-        "_reconstruct_sparse", "_reconstruct_dense", "_reconstruct_sparse", "_reconstruct_dense"
+        "_reconstruct_sparse",
+        "_reconstruct_dense",
+        "_reconstruct_sparse",
+        "_reconstruct_dense",
     ]
