@@ -442,7 +442,7 @@ print(peak - rss_before, sampler.pool_student.numel())
 
 @pytest.mark.skipif(not sys.platform.startswith("linux"), reason="reads /proc and ru_maxrss")
 def test_bd_refresh_memory_is_bounded_by_the_chunk() -> None:
-    n_users, n_items, chunk = 4_000, 20_000, 64
+    n_users, n_items, chunk = 5_000, 20_000, 128
     root = str(Path(__file__).parents[1])  # the fresh process imports this checkout
     env = dict(os.environ, PYTHONPATH=os.pathsep.join([root, os.environ.get("PYTHONPATH", "")]))
     code = _MEMORY_PROBE.format(n_users=n_users, n_items=n_items, chunk=chunk)
