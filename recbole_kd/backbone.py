@@ -101,10 +101,13 @@ class Backbone:
         check_representations(type(m), "")
         raise AssertionError("unreachable: every kind in _KINDS has representations")
 
+    @property
+    def device(self) -> torch.device:
+        return next(self.model.parameters()).device
+
     def representation_dim(self) -> int:
         """Size of the vectors ``representations`` returns."""
-        device = next(self.model.parameters()).device
-        one = torch.ones(1, dtype=torch.long, device=device)
+        one = torch.ones(1, dtype=torch.long, device=self.device)
         with torch.no_grad():
             return self.representations(one, one)[0].shape[-1]
 

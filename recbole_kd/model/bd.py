@@ -66,7 +66,7 @@ class BD(KnowledgeDistillationModel):
     # ----- rank refresh ------------------------------------------------------------------------
     def _ensure_sampler(self) -> RankDiscrepancySampler:
         if self.sampler is None:
-            device = next(self.student.parameters()).device
+            device = self.student_net.device
             self.sampler = RankDiscrepancySampler(
                 self.positives, self.n_items, device=device, **self.sampler_args
             )

@@ -30,9 +30,10 @@ class ExpertDistillation(Distiller):
 
     def __init__(self, model: KnowledgeDistillationModel, config):
         super().__init__()
-        self.model = [model]  # a list: not registered as a submodule (no cycle)
-        student_dim = model.student_net.representation_dim()
-        teacher_dim = model.teacher_net.representation_dim()
+        self.student_net, self.teacher_net = model.student_net, model.teacher_net
+        self.n_users, self.n_items = model.n_users, model.n_items
+        student_dim = self.student_net.representation_dim()
+        teacher_dim = self.teacher_net.representation_dim()
         self.user_experts = DistillationExperts(student_dim, teacher_dim, config["de_num_experts"])
         self.item_experts = DistillationExperts(student_dim, teacher_dim, config["de_num_experts"])
         self.weight = config["de_weight"]
@@ -45,11 +46,10 @@ class ExpertDistillation(Distiller):
 
     def prepare(self) -> None:
         # The teacher is frozen: its representations are computed once, not in every batch.
-        model = self.model[0]
-        device = next(model.teacher.parameters()).device
-        users = torch.arange(model.n_users, device=device)
-        items = torch.arange(model.n_items, device=device)
-        self.teacher_users, self.teacher_items = model.teacher_net.representations(users, items)
+        device = self.teacher_net.device
+        users = torch.arange(self.n_users, device=device)
+        items = torch.arange(self.n_items, device=device)
+        self.teacher_users, self.teacher_items = self.teacher_net.representations(users, items)
 
     def on_epoch_start(self, epoch: int) -> None:
         # Geometric decay from tau_start to tau_end over the planned epochs; the reference's
@@ -60,7 +60,7 @@ class ExpertDistillation(Distiller):
     def forward(self, user: Tensor, pos: Tensor, neg: Tensor) -> Tensor:
         users, pos_items, neg_items = user.unique(), pos.unique(), neg.unique()
         items = torch.cat([pos_items, neg_items])
-        student_users, student_items = self.model[0].student_net.representations(users, items)
+        student_users, student_items = self.student_net.representations(users, items)
         user_loss = self.user_experts(student_users, self.teacher_users[users], self.tau).sum()
         item_loss = self.item_experts(student_items, self.teacher_items[items], self.tau)
         pos_loss, neg_loss = item_loss.split([len(pos_items), len(neg_items)])

@@ -29,7 +29,8 @@ class RankingDistillation(Distiller):
 
     def __init__(self, model: KnowledgeDistillationModel, config):
         super().__init__()
-        self.model = [model]  # a list: not registered as a submodule (no cycle)
+        self.student_net, self.teacher_net = model.student_net, model.teacher_net
+        self.positives, self.n_items = model.positives, model.n_items
         self.weight = config["rrd_weight"]
         self.config = {
             key: config[key]
@@ -48,16 +49,16 @@ class RankingDistillation(Distiller):
         self.sampler, self._pending_state = None, state  # rebuilt by prepare()
 
     def prepare(self) -> None:
-        model, c = self.model[0], self.config
-        device = next(model.teacher.parameters()).device
+        c = self.config
+        device = self.teacher_net.device
         top_n = teacher_top_n(
-            model.teacher_net.all_item_scores, model.positives, c["rrd_top_n"],
+            self.teacher_net.all_item_scores, self.positives, c["rrd_top_n"],
             c["kd_chunk_size"], device,
         )
         state = self.sampler.state_dict() if self.sampler is not None else self._pending_state
         self._pending_state = None
         self.sampler = RelaxedRankingSampler(
-            top_n, model.positives, model.n_items, c["rrd_interesting"], c["rrd_uninteresting"],
+            top_n, self.positives, self.n_items, c["rrd_interesting"], c["rrd_uninteresting"],
             temperature=c["rrd_temperature"], subsample=c["rrd_subsample"], seed=c["seed"],
             device=device, chunk_size=c["kd_chunk_size"],
         )
@@ -71,7 +72,7 @@ class RankingDistillation(Distiller):
         users = user.unique()
         interesting, uninteresting = self.sampler.for_users(users)
         items = torch.cat([interesting, uninteresting], dim=1)
-        scores = self.model[0].student_net.score(users, items)
+        scores = self.student_net.score(users, items)
         k = interesting.shape[1]
         loss = relaxed_ranking_loss(scores[:, :k], scores[:, k:]).sum()
         return self.weight * loss / len(user)
