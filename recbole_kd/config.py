@@ -64,6 +64,7 @@ KEY_RULES: dict[str, tuple[Callable[[Any], bool], str]] = {
     "student_config": (_optional_dict, "a dict of the student's overrides, e.g. {embedding_size: 20}"),
     "student_checkpoint": (_optional_str, "a path to a RecBole checkpoint (.pth) or null"),
     "kd_chunk_size": (_positive_int, "a positive int (users scored at once)"),
+    "kd_resume": (_optional_str, "the '-last.pth' (or BD) checkpoint of a run to continue"),
     "de_weight": (_non_negative, "a number >= 0"),
     "de_num_experts": (_positive_int, "a positive int"),
     "de_tau_start": (_positive, "a number > 0"),
@@ -89,6 +90,8 @@ KEY_RULES: dict[str, tuple[Callable[[Any], bool], str]] = {
     "teacher_weight_decay": (_optional(_non_negative), "a number >= 0 or null (= weight_decay)"),
     "student_learning_rate": (_optional(_positive), "a number > 0 or null (= learning_rate)"),
     "student_weight_decay": (_optional(_non_negative), "a number >= 0 or null (= weight_decay)"),
+    "kd_eval_protocol": (_one_of("full", "fixed_sampled"), "full or fixed_sampled"),
+    "kd_eval_negatives": (_positive_int, "a positive int (negatives per user)"),
 }
 
 
@@ -110,8 +113,9 @@ def check_plugin_keys(config_dict: dict[str, Any]) -> None:
 class KDConfig(Config):
     """RecBole's Config that also reads recbole_kd's property files and finds its models.
 
-    Precedence, lowest first: RecBole's defaults, recbole_kd's ``properties/overall.yaml`` and
-    ``properties/model/<Model>.yaml``, then config files, the config dict and the command line.
+    Precedence, lowest first: RecBole's defaults, recbole_kd's ``properties/overall.yaml``,
+    ``properties/model/<Model>.yaml`` and ``properties/datasets/<dataset>.yaml``, then config
+    files, the config dict and the command line.
     """
 
     def _get_model_and_dataset(self, model, dataset):
@@ -134,6 +138,7 @@ class KDConfig(Config):
         for path in (
             os.path.join(properties_dir(), "overall.yaml"),
             os.path.join(properties_dir(), "model", f"{model}.yaml"),
+            os.path.join(properties_dir(), "datasets", f"{dataset}.yaml"),
         ):
             if os.path.isfile(path):
                 self._update_internal_config_dict(path)
@@ -142,3 +147,10 @@ class KDConfig(Config):
         final = super()._get_final_config_dict()
         check_plugin_keys(final)
         return final
+
+    def _set_default_parameters(self):
+        super()._set_default_parameters()
+        # Only now has RecBole completed eval_args; imported here as protocol.py imports this module.
+        from recbole_kd.protocol import check_eval_protocol
+
+        check_eval_protocol(self.final_config_dict)
