@@ -7,8 +7,8 @@ import time
 from recbole.utils import init_logger
 
 from recbole_kd.config import KDConfig
+from recbole_kd.protocol import create_trainer
 from recbole_kd.quick_start import build
-from recbole_kd.utils import get_trainer
 
 
 def timed_run(model: str, dataset: str, config_dict: dict) -> dict:
@@ -16,7 +16,7 @@ def timed_run(model: str, dataset: str, config_dict: dict) -> dict:
     config = KDConfig(model, dataset, config_dict=config_dict)
     init_logger(config)
     train_data, valid_data, test_data, net = build(config)
-    trainer = get_trainer(config["MODEL_TYPE"], config["model"])(config, net)
+    trainer = create_trainer(config, net, (train_data, valid_data, test_data))
     epoch_seconds = []
     train_epoch = trainer._train_epoch
 

@@ -6,26 +6,32 @@ import os
 
 from recbole_kd.utils import properties_dir
 
+# Shipped config files usable by name: teacher/student pairs, evaluation protocols, data sets.
+CONFIG_FOLDERS = ("pairs", "protocols", "datasets")
 
-def shipped_file(name: str, folder: str) -> str:
+
+def shipped_file(name: str, *folders: str) -> str:
     """``name`` itself if it is a file, else the file of that name in properties/<folder>."""
     if os.path.isfile(name):
         return name
-    shipped_dir = os.path.join(properties_dir(), folder)
-    for candidate in (name, f"{name}.yaml"):
-        path = os.path.join(shipped_dir, candidate)
-        if os.path.isfile(path):
-            return path
-    available = sorted(os.listdir(shipped_dir)) if os.path.isdir(shipped_dir) else []
+    available = []
+    for folder in folders:
+        shipped_dir = os.path.join(properties_dir(), folder)
+        for candidate in (name, f"{name}.yaml"):
+            path = os.path.join(shipped_dir, candidate)
+            if os.path.isfile(path):
+                return path
+        if os.path.isdir(shipped_dir):
+            available += [f"{folder}/{f}" for f in sorted(os.listdir(shipped_dir))]
     raise FileNotFoundError(
-        f"'{name}' is neither a file nor one of recbole_kd's shipped {folder} files "
+        f"'{name}' is neither a file nor one of recbole_kd's shipped files "
         f"({', '.join(available)})."
     )
 
 
 def pair_file(name: str) -> str:
-    """A config file path, or the name of a shipped teacher/student pair (properties/pairs)."""
-    return shipped_file(name, "pairs")
+    """A config file path, or the name of a shipped pair, protocol or data set file."""
+    return shipped_file(name, *CONFIG_FOLDERS)
 
 
 def resolve_config_files(value: str | None) -> list[str] | None:

@@ -53,9 +53,11 @@ def check_eval_protocol(config_dict: dict[str, Any]) -> None:
         return
     eval_args = config_dict["eval_args"]
     problems = []
-    if eval_args.get("split") != {"LS": "valid_and_test"}:
+    # A fixed split (RecBole's benchmark files) ignores split and group_by: its files decide.
+    fixed_split = bool(config_dict.get("benchmark_filename"))
+    if not fixed_split and eval_args.get("split") != {"LS": "valid_and_test"}:
         problems.append(f"eval_args.split is {eval_args.get('split')}, not {{LS: valid_and_test}}")
-    if eval_args.get("group_by") != "user":
+    if not fixed_split and eval_args.get("group_by") != "user":
         problems.append(f"eval_args.group_by is {eval_args.get('group_by')}, not user")
     modes = eval_args.get("mode", {})
     if any(mode != "full" for mode in modes.values()):
@@ -222,3 +224,18 @@ def attach_candidates(trainer, config, loaders: Sequence) -> None:
     if isinstance(trainer, FixedSampledEvaluation):
         parts = [loader._dataset for loader in loaders]
         trainer.candidates = CandidateSets.from_parts(config, parts).to(config["device"])
+
+
+def create_trainer(config, model, loaders: Sequence, model_config=None):
+    """The model's trainer (recbole_kd's or RecBole's), evaluating under the run's protocol.
+
+    ``model_config`` is the config the trainer trains with (a derived teacher config, say);
+    ``config`` is the run's, which decides the protocol and its candidates.
+    """
+    from recbole_kd.utils import get_trainer
+
+    model_config = model_config or config
+    trainer_class = get_trainer(model_config["MODEL_TYPE"], model_config["model"])
+    trainer = with_protocol(trainer_class, config)(model_config, model)
+    attach_candidates(trainer, config, loaders)
+    return trainer

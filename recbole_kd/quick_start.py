@@ -13,9 +13,9 @@ from recbole.utils import init_logger, init_seed, set_color
 
 from recbole_kd.config import KDConfig
 from recbole_kd.data import build_split, make_loaders
-from recbole_kd.protocol import attach_candidates, with_protocol
+from recbole_kd.protocol import create_trainer
 from recbole_kd.teacher import resolve_pretrained
-from recbole_kd.utils import get_model, get_trainer, is_kd_model
+from recbole_kd.utils import get_model, is_kd_model
 
 
 def build(config: KDConfig):
@@ -47,8 +47,7 @@ def train_and_test(config: KDConfig, saved: bool = True, verbose: bool = True):
     train_data, valid_data, test_data, model = build(config)
     if verbose:
         logger.info(model)
-    trainer = with_protocol(get_trainer(config["MODEL_TYPE"], config["model"]), config)(config, model)
-    attach_candidates(trainer, config, (train_data, valid_data, test_data))
+    trainer = create_trainer(config, model, (train_data, valid_data, test_data))
     if config["kd_resume"]:
         trainer.resume_checkpoint(config["kd_resume"])
     best_valid_score, best_valid_result = trainer.fit(

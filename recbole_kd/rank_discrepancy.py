@@ -11,8 +11,11 @@ chunks, and kept in flat per-direction pools, so no users x items matrix is ever
 
 from __future__ import annotations
 
+import sys
 import time
+from concurrent.futures import ThreadPoolExecutor
 
+import numpy as np
 import scipy.sparse as sp
 import torch
 from torch import Tensor
@@ -21,6 +24,7 @@ from recbole_kd.samplers import PositiveRows, ScoreFn, make_generator, user_chun
 
 CONVENTIONS = ("paper", "reference_code")
 POSITIVES_MODES = ("exclude", "score_zero")
+RADIX_BLOCK = 2**21  # keys per block of the CPU radix sort: its temporaries stay ~50 MiB
 
 
 def _sort_keys(scores: Tensor, descending: bool) -> Tensor:
@@ -34,6 +38,51 @@ def _sort_keys(scores: Tensor, descending: bool) -> Tensor:
     keys = (scores.to(torch.float32) + 0.0).view(torch.int32)  # + 0.0 makes -0.0 tie with 0.0
     keys ^= (keys >> 31) & 0x7FFFFFFF
     return keys.bitwise_not_() if descending else keys  # ~k = -k - 1: reversed, no overflow
+
+
+def _radix_row_order(keys: np.ndarray) -> np.ndarray:
+    """int64 [R, I]: stable ascending order of each row of C-contiguous int32 ``keys`` [R, I].
+
+    A least-significant-digit radix sort in two stable passes over 16-bit halves (numpy's argsort
+    radix-sorts 16-bit integers in linear time): by the low half, then by the high half with its
+    sign bit flipped, which orders signed values as unsigned ones.
+    """
+    low, high = (0, 1) if sys.byteorder == "little" else (1, 0)
+    halves = keys.view(np.uint16).reshape(*keys.shape, 2)
+    first = np.argsort(halves[..., low], axis=1, kind="stable")
+    high_half = np.take_along_axis(halves[..., high], first, axis=1) ^ np.uint16(0x8000)
+    second = np.argsort(high_half, axis=1, kind="stable")
+    del high_half
+    return np.take_along_axis(first, second, axis=1)
+
+
+def stable_row_order(keys: Tensor) -> Tensor:
+    """LongTensor [C, I]: ``torch.sort(keys, dim=1, stable=True).indices`` of int32 ``keys``.
+
+    On CPU the same permutation comes from a radix sort, about 2.5x faster than torch's
+    comparison sort at 28k items per row (the sort dominates a refresh). It runs over blocks of
+    rows in torch's number of threads (numpy releases the GIL while sorting), writing into the
+    output, so its temporaries are bounded by the block, not the chunk.
+    """
+    if keys.device.type != "cpu":
+        return torch.sort(keys, dim=1, stable=True).indices
+    source = keys.contiguous().numpy()
+    order = torch.empty(keys.shape, dtype=torch.long)
+    target = order.numpy()
+    rows = max(1, RADIX_BLOCK // max(keys.shape[1], 1))
+
+    def sort_block(start: int) -> None:
+        target[start : start + rows] = _radix_row_order(source[start : start + rows])
+
+    starts = range(0, keys.shape[0], rows)
+    threads = min(torch.get_num_threads(), len(starts))
+    if threads <= 1:
+        for start in starts:
+            sort_block(start)
+    else:
+        with ThreadPoolExecutor(threads) as pool:
+            list(pool.map(sort_block, starts))  # list() re-raises a block's error
+    return order
 
 
 def ranks_from_scores(
@@ -60,7 +109,7 @@ def ranks_from_scores(
         # Park excluded items behind all eligible ones so those hold ranks 1..n_eligible.
         keys.masked_fill_(exclude_mask, torch.iinfo(torch.int32).max)
     # A stable sort breaks ties by item id, so ranks do not depend on the device's sort kernel.
-    order = torch.sort(keys, dim=1, stable=True).indices
+    order = stable_row_order(keys)
     del keys
     positions = torch.arange(1, scores.shape[1] + 1, dtype=torch.int32, device=scores.device)
     positions = positions.expand_as(order)
@@ -231,17 +280,31 @@ class RankDiscrepancySampler:
         return w_to_student, w_to_teacher
 
     def _draw(self, weights: Tensor, need: Tensor) -> Tensor:
-        """Flat draws: the first need[c] of row c's draws from ``weights`` [C, I], row after row."""
-        if bool((need == 0).any()):  # e.g. padding user 0: no draws, maybe no eligible item
-            weights, need = weights[need > 0], need[need > 0]
-        if len(need) == 0:
-            return torch.zeros(0, dtype=self._pool_dtype, device=self.device)
-        if bool((weights.sum(dim=1) <= 0).any()):
+        """Flat draws: need[c] draws of row c from ``weights`` [C, I], row after row.
+
+        One multinomial call per group of rows whose need has the same bit length: a call draws
+        its group's largest need for every row, under twice what a row keeps. (One call for the
+        whole chunk would draw the chunk's largest need for every row: with long-tailed activity,
+        ~50x what is kept, and most of a refresh's time.) Rows with need 0 (e.g. padding user 0)
+        draw nothing and may have no eligible item.
+        """
+        flat = torch.empty(int(need.sum()), dtype=self._pool_dtype, device=self.device)
+        if bool(((weights.sum(dim=1) <= 0) & (need > 0)).any()):
             raise ValueError("a user with training positives has no eligible item to sample")
-        most = int(need.max())
-        draws = torch.multinomial(weights, most, replacement=True, generator=self.generator)
-        keep = torch.arange(most, device=self.device) < need[:, None]
-        return draws[keep].to(self._pool_dtype)
+        row_start = torch.cumsum(need, dim=0) - need  # where each row's draws go in ``flat``
+        bit_length = torch.frexp(need.to(torch.float64)).exponent  # 0 for need 0; exact < 2^53
+        for length in torch.unique(bit_length).tolist():  # ascending: a fixed random stream
+            if length == 0:
+                continue
+            rows = torch.nonzero(bit_length == length).squeeze(1)
+            most = int(need[rows].max())
+            draws = torch.multinomial(
+                weights[rows], most, replacement=True, generator=self.generator
+            )
+            column = torch.arange(most, device=self.device)
+            keep = column < need[rows, None]
+            flat[(row_start[rows, None] + column)[keep]] = draws[keep].to(self._pool_dtype)
+        return flat
 
     def next_items(self, users: Tensor) -> tuple[Tensor, Tensor]:
         """Next unused draws for the rows of a training batch.

@@ -13,6 +13,7 @@ draws go through a ``torch.Generator`` owned by the sampler, whose state is chec
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable
 
 import numpy as np
@@ -161,7 +162,8 @@ class RelaxedRankingSampler:
         self.temperature = temperature
         self.subsample = subsample
         self.chunk_size = chunk_size
-        self._validate()
+        # Fewest eligible uninteresting candidates of any user: sets the rejection draw's size.
+        self._fewest_eligible = self._validate()
         self.generator = make_generator(seed, self.device)
         # Log-weights -r/T of list positions r = 1..N; float64 keeps the Gumbel keys tie-free.
         n = self.top_n.shape[1]
@@ -171,8 +173,9 @@ class RelaxedRankingSampler:
         self.uninteresting: Tensor | None = None
         self.n_samples = 0  # completed sample() calls, i.e. epochs drawn
 
-    def _validate(self) -> None:
-        """Raises ValueError unless K, L, T and the top-N lists allow exact sampling."""
+    def _validate(self) -> int:
+        """Raises ValueError unless K, L, T and the top-N lists allow exact sampling; returns the
+        fewest items any user can draw as uninteresting."""
         n = self.top_n.shape[1]
         if not 1 <= self.n_interesting <= n:
             raise ValueError(
@@ -196,6 +199,7 @@ class RelaxedRankingSampler:
                 "smallest number of items of a user that are neither training positives, nor in "
                 "the top-N list, nor item 0"
             )
+        return fewest
 
     def _excluded(self, users: Tensor) -> Tensor:
         """BoolTensor [C, n_items]: items a user's uninteresting draw must skip."""
@@ -241,19 +245,56 @@ class RelaxedRankingSampler:
         return top.gather(1, chosen.sort(dim=1).values)
 
     def _draw_uninteresting(self, users: Tensor) -> Tensor:
-        """LongTensor [C, L]: uniform draw without replacement among each user's eligible items.
+        """LongTensor [C, L]: uniform draw without replacement among each user's eligible items,
+        in uniformly random order.
 
-        The L largest of i.i.d. uniform keys form a uniform random subset; excluded items get key -1
-        so they never win. Keys are float64 so ties (which topk would break by item id) are
-        negligible; memory is chunk_size x n_items x 9 bytes.
+        Candidates are drawn uniformly from items 1..n_items-1; one that is excluded or repeats
+        an earlier candidate of its row is rejected, and the first L survivors are kept: a
+        sequential rejection draw, O(C x L) work where sorting keys of every item is
+        O(C x n_items). Rows left with fewer than L survivors, and chunks where few items are
+        eligible, take :meth:`_draw_uninteresting_dense` instead.
         """
-        keys = torch.rand(
-            (len(users), self.n_items),
-            dtype=torch.float64,
+        excluded = self._excluded(users)
+        n_draws = self.n_uninteresting
+        # Chance that a candidate survives while a row still lacks survivors, at least.
+        survive = (self._fewest_eligible - (n_draws - 1)) / (self.n_items - 1)
+        if n_draws == 0 or survive < 0.25:
+            return self._draw_uninteresting_dense(excluded)
+        # Survivors dominate Binomial(M, survive): by Chernoff, M with M x survive = L + t,
+        # t^2 / (2 (L + t)) = 14, leaves a row short with probability below 1e-6.
+        n_candidates = math.ceil((n_draws + 14 + math.sqrt(196 + 28 * n_draws)) / survive)
+        candidates = torch.randint(
+            1,
+            self.n_items,
+            (len(users), n_candidates),
             device=self.device,
             generator=self.generator,
         )
-        keys.masked_fill_(self._excluded(users), -1.0)
+        usable = ~excluded.gather(1, candidates)
+        # A stable sort puts a row's equal candidates side by side in draw order: all but the
+        # first of each run are repeats.
+        values, order = candidates.sort(dim=1, stable=True)
+        repeat = torch.zeros_like(usable).scatter_(1, order[:, 1:], values[:, 1:] == values[:, :-1])
+        usable &= ~repeat
+        survivors = usable.cumsum(dim=1)
+        full = survivors[:, -1] >= n_draws
+        keep = usable & (survivors <= n_draws) & full[:, None]
+        drawn = torch.empty((len(users), n_draws), dtype=torch.long, device=self.device)
+        drawn[full] = candidates[keep].view(-1, n_draws)  # row-major: each row's L, in order
+        if not bool(full.all()):
+            drawn[~full] = self._draw_uninteresting_dense(excluded[~full])
+        return drawn
+
+    def _draw_uninteresting_dense(self, excluded: Tensor) -> Tensor:
+        """LongTensor [C, L]: the L largest of i.i.d. uniform keys over all items, ``excluded``
+        ([C, n_items] bool) ones set to -1 so they never win, form a uniform random subset in
+        random order. Keys are float64 so ties (which topk would break by item id) are
+        negligible; memory is C x n_items x 9 bytes.
+        """
+        keys = torch.rand(
+            excluded.shape, dtype=torch.float64, device=self.device, generator=self.generator
+        )
+        keys.masked_fill_(excluded, -1.0)
         return keys.topk(self.n_uninteresting, dim=1).indices
 
     def for_users(self, users: Tensor) -> tuple[Tensor, Tensor]:

@@ -23,7 +23,8 @@ from recbole.utils import init_seed
 from recbole_kd.backbone import check_general_model, clear_caches
 from recbole_kd.config import KEY_RULES
 from recbole_kd.data import make_loaders
-from recbole_kd.utils import get_model, get_trainer, is_kd_model
+from recbole_kd.protocol import create_trainer
+from recbole_kd.utils import get_model, is_kd_model
 
 # Settings that decide which interactions land in train, validation and test.
 SPLIT_KEYS = (
@@ -170,10 +171,12 @@ def train_and_cache(config: Config, dataset, parts, role: str) -> tuple[str, dic
         logger.info(f"Reusing the {role} trained earlier on this split: {path}")
         return name, overrides, torch.load(path, map_location="cpu", weights_only=False)["state_dict"]
     logger.info(f"Training the {role} ({name}, {overrides}) on this run's split")
-    train_data, valid_data, _ = make_loaders(derived, dataset, parts)
+    loaders = make_loaders(derived, dataset, parts)
+    train_data, valid_data, _ = loaders
     init_seed(config["seed"], config["reproducibility"])
     model = derived.model_class(derived, train_data._dataset).to(derived["device"])
-    trainer = get_trainer(derived["MODEL_TYPE"], name)(derived, model)
+    # Selected under the run's evaluation protocol, like the distilled model will be.
+    trainer = create_trainer(config, model, loaders, model_config=derived)
     # Written under a temporary name and renamed when done: an interrupted run never leaves a
     # half-trained model where a later run would take it for a finished one.
     trainer.saved_model_file = path + ".partial"
