@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from logging import getLogger
 
+import numpy as np
 from recbole.config import Config
 from recbole.data import create_dataset, create_samplers, get_dataloader
 from recbole.utils import init_seed
@@ -19,7 +20,24 @@ def build_split(config: Config):
     init_seed(config["seed"], config["reproducibility"])
     dataset = create_dataset(config)
     getLogger().info(dataset)
+    check_leave_one_out(config, dataset)
     return dataset, dataset.build()
+
+
+def check_leave_one_out(config: Config, dataset) -> None:
+    """Leave-one-out needs 3 interactions per user (train, validation, test): RecBole would
+    silently leave shorter users out of validation, or of evaluation altogether."""
+    split = (config["eval_args"] or {}).get("split") or {}
+    if split.get("LS") != "valid_and_test" or config["benchmark_filename"]:
+        return
+    counts = np.bincount(np.asarray(dataset.inter_feat[dataset.uid_field]), minlength=dataset.user_num)
+    short = int(((counts > 0) & (counts < 3)).sum())
+    if short:
+        raise ValueError(
+            f"{short} users of '{config['dataset']}' have fewer than 3 interactions, too few for "
+            "leave-one-out (eval_args split LS: valid_and_test) to give each a training, a "
+            'validation and a test item. Filter them with user_inter_num_interval: "[3,inf)".'
+        )
 
 
 def make_loaders(config: Config, dataset, parts) -> tuple:

@@ -12,17 +12,16 @@ RecBole's top-k. RecBole's metrics over all items are then exactly the metrics o
 at the cost of a full-sort evaluation plus one mask per batch. The other held-out item (the test
 item during validation) is never a candidate, as in the paper.
 
-Leave-one-out with fewer than 3 interactions: RecBole gives a user with 2 interactions a train and
-a test item but no validation item, and a user with 1 interaction only a train item; such users
-are simply not evaluated in the part they lack. ``properties/protocols/derrd.yaml`` filters them
-out (``user_inter_num_interval: "[3,inf)"``) so that every user has train, validation and test.
+Leave-one-out with fewer than 3 interactions: RecBole would give a user with 2 interactions no
+validation item; recbole_kd's runner refuses such data (``recbole_kd.data.check_leave_one_out``)
+and ``properties/protocols/derrd.yaml`` filters such users out (``user_inter_num_interval:
+"[3,inf)"``), so that every user has train, validation and test.
 """
 
 from __future__ import annotations
 
 from collections.abc import Sequence
 from functools import cache
-from logging import getLogger
 from typing import Any
 
 import numpy as np
@@ -128,7 +127,6 @@ class CandidateSets:
         first = parts[0]
         users = torch.cat([part.inter_feat[first.uid_field] for part in parts])
         items = torch.cat([part.inter_feat[first.iid_field] for part in parts])
-        _warn_short_histories(users)
         return cls.draw(
             users, items, first.user_num, first.item_num, config["kd_eval_negatives"],
             config["seed"],
@@ -167,16 +165,6 @@ def _raise_too_few(keys: torch.Tensor, first: int, n_negatives: int) -> None:
         f"{int(available[row])} items it never interacted with. Lower kd_eval_negatives, or drop "
         "such users (e.g. user_inter_num_interval)."
     )
-
-
-def _warn_short_histories(users: torch.Tensor) -> None:
-    counts = np.bincount(users.numpy())
-    short = int(((counts > 0) & (counts < 3)).sum())
-    if short:
-        getLogger().warning(
-            f"{short} users have fewer than 3 interactions: leave-one-out gives them no validation "
-            'item (or no held-out item at all). Filter them with user_inter_num_interval: "[3,inf)".'
-        )
 
 
 class FixedSampledEvaluation:
