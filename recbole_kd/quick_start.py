@@ -14,6 +14,7 @@ from recbole.utils import init_logger, init_seed, set_color
 from recbole_kd.config import KDConfig
 from recbole_kd.data import build_split, make_loaders
 from recbole_kd.protocol import create_trainer
+from recbole_kd.summary import evaluate_alone, format_summary
 from recbole_kd.teacher import resolve_pretrained
 from recbole_kd.utils import get_model, is_kd_model
 
@@ -23,15 +24,19 @@ def build(config: KDConfig):
     dataset, parts = build_split(config)
     train_data, valid_data, test_data = make_loaders(config, dataset, parts)
     model_class = get_model(config["model"])
-    pretrained = {}
+    alone = {}  # models trained alone on this split, by role
     if is_kd_model(config["model"]):
         model_class.check_backbones(config)
-        for role in model_class.pretrained_roles:
-            pretrained[role] = resolve_pretrained(config, dataset, parts, role)
+        roles = list(model_class.pretrained_roles)
+        if config["kd_student_alone"] and "student" not in roles:
+            roles.append("student")
+        for role in roles:
+            alone[role] = resolve_pretrained(config, dataset, parts, role)
     init_seed(config["seed"] + config["local_rank"], config["reproducibility"])
     model = model_class(config, train_data._dataset).to(config["device"])
-    for role, state in pretrained.items():
-        model.load_pretrained(role, state)
+    for role in getattr(model_class, "pretrained_roles", ()):
+        model.load_pretrained(role, alone[role])
+    model.alone_states = alone  # for the end-of-run summary
     return train_data, valid_data, test_data, model
 
 
@@ -65,6 +70,9 @@ def train_and_test(config: KDConfig, saved: bool = True, verbose: bool = True):
     if saved:
         result["saved_model_file"] = trainer.saved_model_file
     result.update(getattr(trainer, "teacher_results", {}))
+    if is_kd_model(config["model"]):
+        result.update(evaluate_alone(trainer, test_data, model.alone_states))
+        logger.info(format_summary(config, result))
     if saved and is_kd_model(config["model"]):
         for role in model.exported_roles:
             path = model.export(role, export_path(trainer.saved_model_file, role))
@@ -95,9 +103,6 @@ def run_recbole_kd(
     result = train_and_test(config, saved=saved)
     logger.info(set_color("best valid ", "yellow") + f": {result['best_valid_result']}")
     logger.info(set_color("test result", "yellow") + f": {result['test_result']}")
-    if "teacher_test_result" in result:
-        logger.info(set_color("teacher best valid", "yellow") + f": {result['teacher_best_valid_result']}")
-        logger.info(set_color("teacher test result", "yellow") + f": {result['teacher_test_result']}")
     return result
 
 

@@ -64,8 +64,11 @@ def test_teacher_steps_first_and_student_targets_precede_it(small_data):
 def test_bd_reports_and_exports_both_models(small_data):
     result = run_recbole_kd("BD", config_dict={**FAST, "epochs": 2, "data_path": small_data})
     for key in ("test_result", "best_valid_result", "teacher_test_result",
-                "teacher_best_valid_result", "teacher_file", "student_file"):
+                "teacher_best_valid_result", "teacher_file", "student_file",
+                "teacher_alone_test_result", "student_alone_test_result"):
         assert result[key], key
+    # The warm-ups are the models trained alone: their metrics differ from BD's.
+    assert result["student_alone_test_result"] != result["test_result"]
     teacher = torch.load(result["teacher_file"], weights_only=False)
     student = torch.load(result["student_file"], weights_only=False)
     assert teacher["config"]["model"] == "BPR" and teacher["config"]["embedding_size"] == 32
