@@ -4,6 +4,7 @@
     python run_recbole_kd.py -m RRD -d ml-100k --config_files lightgcn-bpr
     python run_recbole_kd.py -m BPR -d ml-100k --embedding_size=20   # a RecBole baseline
     python run_recbole_kd.py -m DERRD --hyper DERRD.hyper     # RecBole's HyperTuning
+    python run_recbole_kd.py --compare -d ml-100k --config_files bpr200-bpr20 --seeds 3
 
 Any other ``--key=value`` reaches RecBole's config (e.g. ``--epochs=50 --teacher_checkpoint=...``).
 A config file that is not a path is looked up among the shipped pair files (properties/pairs), a
@@ -12,7 +13,9 @@ params file among properties/hyper.
 
 import argparse
 
+from recbole_kd import compare
 from recbole_kd.cli import resolve_config_files, shipped_file
+from recbole_kd.compare import DEFAULT_BASELINES, DEFAULT_METHODS
 from recbole_kd.quick_start import run_recbole_kd
 
 if __name__ == "__main__":
@@ -26,9 +29,19 @@ if __name__ == "__main__":
     parser.add_argument("--algo", type=str, default="exhaustive", help="exhaustive|random|bayes")
     parser.add_argument("--max_evals", type=int, default=100, help="trials (random, bayes)")
     parser.add_argument("--output_file", type=str, default=None, help="tuning results file")
+    parser.add_argument("--compare", action="store_true", help="baselines and KD side by side")
+    parser.add_argument("--seeds", type=int, default=1, help="--compare: seeds (mean ± std)")
+    parser.add_argument("--baselines", type=str, default=",".join(DEFAULT_BASELINES),
+                        help="--compare: RecBole baselines besides the pair's two models")
+    parser.add_argument("--methods", type=str, default=",".join(DEFAULT_METHODS),
+                        help="--compare: distillation methods")
+    parser.add_argument("--results", type=str, default="results", help="--compare: output folder")
+    parser.add_argument("--set", nargs="*", default=[], help="--compare: key=value settings")
     args, _ = parser.parse_known_args()
     config_files = resolve_config_files(args.config_files)
-    if args.hyper:
+    if args.compare:
+        compare.main(args, config_files)
+    elif args.hyper:
         from recbole_kd.tuning import tune
 
         tune(args.model, args.dataset, shipped_file(args.hyper, "hyper"), config_files,

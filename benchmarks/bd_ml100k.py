@@ -17,9 +17,10 @@ import sys
 import yaml
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from common import markdown_table, timed_run
+from common import markdown_table
 
 from recbole_kd.cli import pair_file
+from recbole_kd.compare import timed_run
 
 METRICS = ["ndcg@10", "recall@10"]
 

@@ -15,9 +15,10 @@ import sys
 import yaml
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from common import markdown_table, timed_run
+from common import markdown_table
 
 from recbole_kd.cli import pair_file
+from recbole_kd.compare import timed_run
 
 METRICS = ["recall@10", "ndcg@10", "hit@10", "mrr@10"]
 

@@ -1,0 +1,226 @@
+"""Side-by-side comparison: RecBole baselines and every distillation method, same split and seeds.
+
+    python run_recbole_kd.py --compare -d ml-100k --config_files bpr200-bpr20 --seeds 3
+
+For each seed: the pair's teacher and student trained alone, RecBole baselines (unmodified), then
+DE, RRD and DERRD distilling the teacher trained alone, and BD starting from both models trained
+alone. Writes ``comparison.md`` (mean ± std over seeds), ``runs.csv`` (one row per run) and
+``comparison.png`` (bar chart) into the results folder.
+"""
+
+from __future__ import annotations
+
+import csv
+import os
+import statistics
+import sys
+import time
+from dataclasses import dataclass, field
+
+import torch
+import yaml
+from recbole.data.interaction import Interaction
+from recbole.utils import init_logger
+
+from recbole_kd.config import KDConfig
+from recbole_kd.protocol import create_trainer
+from recbole_kd.quick_start import build
+
+DEFAULT_BASELINES = ("LightGCN", "NeuMF", "ItemKNN", "Pop")
+DEFAULT_METHODS = ("DE", "RRD", "DERRD", "BD")
+
+
+@dataclass
+class Run:
+    """One trained model's outcome."""
+
+    name: str
+    seed: int
+    test: dict
+    seconds_per_epoch: float
+    epochs: int
+    saved_model_file: str = ""
+    params: int | None = None
+    ms_per_1000_users: float | None = None
+    extra: dict = field(default_factory=dict)
+
+
+def timed_run(model: str, dataset: str, config_dict: dict, config_files=None) -> dict:
+    """Train and test one model; add the mean training seconds per epoch (evaluation excluded)."""
+    config = KDConfig(model, dataset, config_file_list=config_files, config_dict=config_dict)
+    init_logger(config)
+    train_data, valid_data, test_data, net = build(config)
+    trainer = create_trainer(config, net, (train_data, valid_data, test_data))
+    epoch_seconds = []
+    train_epoch = trainer._train_epoch
+
+    def timed_epoch(*args, **kwargs):
+        start = time.perf_counter()
+        loss = train_epoch(*args, **kwargs)
+        epoch_seconds.append(time.perf_counter() - start)
+        return loss
+
+    trainer._train_epoch = timed_epoch
+    trainer.fit(train_data, valid_data, saved=True, show_progress=False)
+    test = trainer.evaluate(test_data, load_best_model=True)
+    return {
+        "test": dict(test),
+        "seconds_per_epoch": sum(epoch_seconds) / max(len(epoch_seconds), 1),
+        "epochs": len(epoch_seconds),
+        "saved_model_file": trainer.saved_model_file,
+        "trainer": trainer,
+        "model": net,
+        "test_data": test_data,
+    }
+
+
+@torch.no_grad()
+def inference_cost(model, test_data, users: int = 2000, repeats: int = 3) -> tuple[int, float]:
+    """(parameter count, full-sort scoring milliseconds per 1,000 users, best of ``repeats``)."""
+    model.eval()
+    params = sum(p.numel() for p in model.parameters())
+    n_users = min(users, model.n_users - 1)
+    device = next(model.parameters(), torch.empty(0)).device
+    user_ids = torch.arange(1, n_users + 1, device=device)
+    best = float("inf")
+    for _ in range(repeats):
+        if hasattr(model, "restore_user_e"):  # time the propagation too, not a cached result
+            model.restore_user_e = model.restore_item_e = None
+        start = time.perf_counter()
+        for batch in user_ids.split(256):
+            model.full_sort_predict(Interaction({model.USER_ID: batch}))
+        best = min(best, time.perf_counter() - start)
+    return params, 1000 * best * 1000 / n_users
+
+
+def one_seed(dataset: str, pair: dict, settings: dict, seed: int, baselines, methods,
+             config_files, progress) -> list[Run]:
+    common = {**settings, "seed": seed}
+    runs = []
+
+    def record(name, model, config_dict, cost=False):
+        progress(f"seed {seed}: {name} ({model}) ...")
+        out = timed_run(model, dataset, {**common, **config_dict}, config_files)
+        run = Run(name, seed, out["test"], out["seconds_per_epoch"], out["epochs"],
+                  out["saved_model_file"])
+        if cost:
+            run.params, run.ms_per_1000_users = inference_cost(out["model"], out["test_data"])
+        if model == "BD":
+            run.extra = out["trainer"].teacher_results["teacher_test_result"]
+        runs.append(run)
+        progress(f"seed {seed}: {name} done, {out['epochs']} epochs, "
+                 f"{out['seconds_per_epoch']:.2f} s/epoch, {dict(out['test'])}")
+        return run
+
+    teacher = record("teacher alone", pair["teacher_model"], pair["teacher_config"], cost=True)
+    student = record("student alone", pair["student_model"], pair["student_config"], cost=True)
+    for name in baselines:
+        record(name, name, {})
+    for method in methods:
+        warm = {"teacher_checkpoint": teacher.saved_model_file}
+        if method == "BD":
+            warm["student_checkpoint"] = student.saved_model_file
+        run = record(method, method, warm)
+        if method == "BD":
+            runs.append(Run("BD teacher", seed, run.extra, run.seconds_per_epoch, run.epochs))
+            run.name = "BD student"
+    return runs
+
+
+def summarize(runs: list[Run], metrics: list[str]) -> str:
+    """Markdown table: mean ± std over seeds of each metric, per run name, in order."""
+    names = list(dict.fromkeys(run.name for run in runs))
+    header = ["run", *metrics, "train s/epoch", "params", "scoring ms / 1,000 users"]
+    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    for name in names:
+        group = [run for run in runs if run.name == name]
+        cells = [name]
+        for metric in metrics:
+            values = [run.test[metric] for run in group]
+            spread = statistics.stdev(values) if len(values) > 1 else 0.0
+            cells.append(f"{statistics.mean(values):.4f} ± {spread:.4f}")
+        cells.append(f"{statistics.mean(run.seconds_per_epoch for run in group):.2f}")
+        cells.append(str(group[0].params) if group[0].params else "")
+        costs = [run.ms_per_1000_users for run in group if run.ms_per_1000_users]
+        cells.append(f"{statistics.mean(costs):.1f}" if costs else "")
+        lines.append("| " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
+def write_csv(runs: list[Run], metrics: list[str], path: str) -> None:
+    with open(path, "w", newline="", encoding="utf-8") as f:
+        writer = csv.writer(f)
+        writer.writerow(["run", "seed", *metrics, "train_seconds_per_epoch", "epochs", "params",
+                         "scoring_ms_per_1000_users"])
+        for run in runs:
+            writer.writerow([run.name, run.seed, *(run.test[m] for m in metrics),
+                             f"{run.seconds_per_epoch:.4f}", run.epochs, run.params or "",
+                             f"{run.ms_per_1000_users:.2f}" if run.ms_per_1000_users else ""])
+
+
+def plot(runs: list[Run], metric: str, path: str) -> None:
+    """Bar chart of ``metric`` per run (mean over seeds, std as error bars)."""
+    try:
+        from matplotlib.figure import Figure
+    except ImportError as error:
+        raise ImportError("The chart needs matplotlib: pip install 'recbole_kd[plot]'") from error
+    names = list(dict.fromkeys(run.name for run in runs))
+    values = [[run.test[metric] for run in runs if run.name == name] for name in names]
+    means = [statistics.mean(v) for v in values]
+    spreads = [statistics.stdev(v) if len(v) > 1 else 0.0 for v in values]
+    figure = Figure(figsize=(1.1 * len(names) + 2, 4))
+    axes = figure.subplots()
+    axes.bar(range(len(names)), means, yerr=spreads, capsize=3, color="#4C72B0")
+    axes.set_xticks(range(len(names)), names, rotation=30, ha="right")
+    axes.set_ylabel(f"test {metric}")
+    figure.tight_layout()
+    figure.savefig(path, dpi=120)
+
+
+def compare(dataset: str, pair_file: str, seeds: int = 1, baselines=DEFAULT_BASELINES,
+            methods=DEFAULT_METHODS, config_files=None, results_dir: str = "results",
+            settings: dict | None = None, progress=print) -> str:
+    """Run the comparison and write its files; returns the Markdown table."""
+    with open(pair_file, encoding="utf-8") as f:
+        pair = yaml.safe_load(f)
+    # The pair file applies to every run, so its training settings are shared by all models.
+    config_files = [pair_file, *(config_files or [])]
+    settings = {"show_progress": False, "state": "WARNING", **(settings or {})}
+    first_seed = KDConfig("BPR", dataset, config_file_list=config_files,
+                          config_dict=settings)["seed"]
+    runs = []
+    for k in range(seeds):
+        runs += one_seed(dataset, pair, settings, first_seed + k, baselines, methods,
+                         config_files, progress)
+    metrics = [m for m in runs[0].test]
+    os.makedirs(results_dir, exist_ok=True)
+    table = summarize(runs, metrics)
+    with open(os.path.join(results_dir, "comparison.md"), "w", encoding="utf-8") as f:
+        f.write(f"{dataset}, pair {os.path.basename(pair_file)}, {seeds} seed(s) from "
+                f"{first_seed}, test metrics at the best validation (mean ± std)\n\n{table}\n")
+    write_csv(runs, metrics, os.path.join(results_dir, "runs.csv"))
+    plot(runs, metrics[0], os.path.join(results_dir, "comparison.png"))
+    progress(f"results written to {results_dir}/")
+    return table
+
+
+def main(args, config_files) -> None:
+    """Entry from run_recbole_kd.py --compare."""
+    sys.argv = sys.argv[:1]  # RecBole would parse --key=value from the command line again
+    settings = {}
+    for item in args.set or []:
+        key, value = item.split("=", 1)
+        settings[key] = yaml.safe_load(value)
+    pair = config_files[0] if config_files else None
+    if pair is None:
+        from recbole_kd.cli import pair_file
+
+        pair = pair_file("bpr200-bpr20")
+    table = compare(
+        args.dataset, pair, seeds=args.seeds,
+        baselines=[b for b in args.baselines.split(",") if b],
+        methods=[m for m in args.methods.split(",") if m],
+        config_files=config_files[1:] if config_files else None,
+        results_dir=args.results, settings=settings,
+    )
+    print(table)

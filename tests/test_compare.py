@@ -1,0 +1,35 @@
+"""The comparison command: baselines and distillation methods on one split, several seeds."""
+
+from __future__ import annotations
+
+import csv
+
+import yaml
+
+from recbole_kd.compare import compare
+from tests.conftest import FAST, pair_overrides
+
+
+def test_compare_writes_table_csv_and_chart(small_data, workdir):
+    pair = workdir / "pair.yaml"
+    pair.write_text(yaml.safe_dump(pair_overrides("BPR", "BPR")))
+    settings = {k: v for k, v in FAST.items()
+                if k not in ("dataset", "teacher_config", "student_config")}
+    lines = []
+    table = compare("ml-small", str(pair), seeds=2, baselines=["Pop"], methods=["RRD", "BD"],
+                    results_dir=str(workdir / "results"),
+                    settings={**settings, "data_path": small_data}, progress=lines.append)
+    names = ["teacher alone", "student alone", "Pop", "RRD", "BD student", "BD teacher"]
+    for name in names:
+        assert f"| {name} |" in table
+    assert " ± " in table
+    with open(workdir / "results" / "runs.csv") as f:
+        rows = list(csv.DictReader(f))
+    assert len(rows) == 2 * len(names)
+    assert {row["seed"] for row in rows} == {"2020", "2021"}
+    # The seeds differ, so the metrics of a model trained twice differ too.
+    teacher = [row for row in rows if row["run"] == "teacher alone"]
+    assert teacher[0]["ndcg@10"] != teacher[1]["ndcg@10"]
+    assert int(teacher[0]["params"]) > int(rows[1]["params"])  # teacher larger than student
+    assert (workdir / "results" / "comparison.png").stat().st_size > 1000
+    assert sum("done" in line for line in lines) == 2 * 5  # one progress line per run
