@@ -225,7 +225,13 @@ class RankDiscrepancySampler:
         self.last_refresh_seconds = 0.0  # wall time of the last refresh(), device work included
 
     @torch.no_grad()
-    def refresh(self, teacher_score_fn: ScoreFn, student_score_fn: ScoreFn, epochs: int) -> None:
+    def refresh(
+        self,
+        teacher_score_fn: ScoreFn,
+        student_score_fn: ScoreFn,
+        epochs: int,
+        show_progress: bool = False,
+    ) -> None:
         """Rebuilds both pools from fresh scores, for ``epochs`` epochs of training pairs.
 
         Memory: O(chunk_size x n_items) temporaries (under 64 bytes per entry, score_fn outputs
@@ -241,7 +247,8 @@ class RankDiscrepancySampler:
         pools = [
             torch.empty(offsets[-1], dtype=self._pool_dtype, device=self.device) for _ in range(2)
         ]
-        for users in user_chunks(self.positives.shape[0], self.chunk_size, self.device):
+        progress = "BD rank refresh" if show_progress else None
+        for users in user_chunks(self.positives.shape[0], self.chunk_size, self.device, progress):
             lo, hi = offsets[int(users[0])], offsets[int(users[-1]) + 1]
             weights = self._weights(users, teacher_score_fn, student_score_fn)
             for pool, weight in zip(pools, weights):

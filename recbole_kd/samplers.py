@@ -14,12 +14,14 @@ draws go through a ``torch.Generator`` owned by the sampler, whose state is chec
 from __future__ import annotations
 
 import math
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 
 import numpy as np
 import scipy.sparse as sp
 import torch
+from recbole.utils import set_color
 from torch import Tensor
+from tqdm import tqdm
 
 ScoreFn = Callable[[Tensor], Tensor]
 """All-item scores of a chunk of users: LongTensor [C] -> FloatTensor [C, n_items]."""
@@ -32,11 +34,17 @@ def make_generator(seed: int, device: torch.device | str) -> torch.Generator:
     return generator
 
 
-def user_chunks(n_users: int, chunk_size: int, device: torch.device) -> tuple[Tensor, ...]:
-    """Consecutive user ids 0..n_users-1 split into LongTensors of at most ``chunk_size`` ids."""
+def user_chunks(
+    n_users: int, chunk_size: int, device: torch.device, progress: str | None = None
+) -> Iterable[Tensor]:
+    """Consecutive user ids 0..n_users-1 split into LongTensors of at most ``chunk_size`` ids;
+    with ``progress`` (a label), shown as a tqdm bar."""
     if chunk_size < 1:
         raise ValueError(f"chunk_size must be >= 1, got {chunk_size}")
-    return torch.arange(n_users, device=device).split(chunk_size)
+    chunks = torch.arange(n_users, device=device).split(chunk_size)
+    if progress:
+        return tqdm(chunks, desc=set_color(progress, "pink"), ncols=100)
+    return chunks
 
 
 class PositiveRows:
@@ -85,6 +93,7 @@ def teacher_top_n(
     n: int,
     chunk_size: int,
     device: torch.device | str,
+    show_progress: bool = False,
 ) -> Tensor:
     """Each user's top-n items by teacher score, training positives and item 0 excluded.
 
@@ -110,7 +119,8 @@ def teacher_top_n(
             f"{max_positives})"
         )
     top = torch.empty((n_users, n), dtype=torch.long, device=device)
-    for users in user_chunks(n_users, chunk_size, device):
+    progress = "Teacher top-N" if show_progress else None
+    for users in user_chunks(n_users, chunk_size, device, progress):
         scores = torch.as_tensor(score_fn(users), device=device)
         scores = scores.masked_fill(positives.mask(users), float("-inf"))
         top[users] = scores.topk(n, dim=1).indices
@@ -256,7 +266,8 @@ class RelaxedRankingSampler:
         """
         excluded = self._excluded(users)
         n_draws = self.n_uninteresting
-        # Chance that a candidate survives while a row still lacks survivors, at least.
+        # Chance that a candidate survives while a row still lacks survivors, at least. Below
+        # 1/4 (most items excluded, small catalogues) rows need many candidates: draw densely.
         survive = (self._fewest_eligible - (n_draws - 1)) / (self.n_items - 1)
         if n_draws == 0 or survive < 0.25:
             return self._draw_uninteresting_dense(excluded)

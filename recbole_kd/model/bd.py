@@ -52,6 +52,7 @@ class BD(KnowledgeDistillationModel):
         self.update_epochs = config["bd_update_epochs"]
         self.items_per_positive = config["bd_items_per_positive"]
         self.sampled_as_negative = config["bd_sampled_as_negative"]
+        self.show_progress = config["show_progress"]
         self.sampler_args = {
             "eps_t": config["bd_eps_teacher"],
             "eps_s": config["bd_eps_student"],
@@ -85,7 +86,8 @@ class BD(KnowledgeDistillationModel):
         for model in (self.teacher, self.student):
             clear_caches(model)
         self.sampler.refresh(
-            self.teacher_net.all_item_scores, self.student_net.all_item_scores, self.update_epochs
+            self.teacher_net.all_item_scores, self.student_net.all_item_scores, self.update_epochs,
+            show_progress=self.show_progress,
         )
         for model in (self.teacher, self.student):
             clear_caches(model)

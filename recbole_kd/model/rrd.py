@@ -35,7 +35,7 @@ class RankingDistillation(Distiller):
         self.config = {
             key: config[key]
             for key in ("rrd_top_n", "rrd_interesting", "rrd_uninteresting", "rrd_temperature",
-                        "rrd_subsample", "seed", "kd_chunk_size")
+                        "rrd_subsample", "seed", "kd_chunk_size", "show_progress")
         }
         self.sampler: RelaxedRankingSampler | None = None
         self._pending_state: dict | None = None  # sampler state from a checkpoint
@@ -53,7 +53,7 @@ class RankingDistillation(Distiller):
         device = self.teacher_net.device
         top_n = teacher_top_n(
             self.teacher_net.all_item_scores, self.positives, c["rrd_top_n"],
-            c["kd_chunk_size"], device,
+            c["kd_chunk_size"], device, show_progress=c["show_progress"],
         )
         state = self.sampler.state_dict() if self.sampler is not None else self._pending_state
         self._pending_state = None
