@@ -10,6 +10,9 @@ the top of the teacher's list, all ranked above items the teacher finds unintere
 
 from __future__ import annotations
 
+import time
+from logging import getLogger
+
 import torch
 from torch import Tensor
 
@@ -51,10 +54,13 @@ class RankingDistillation(Distiller):
     def prepare(self) -> None:
         c = self.config
         device = self.teacher_net.device
+        start = time.perf_counter()
         top_n = teacher_top_n(
             self.teacher_net.all_item_scores, self.positives, c["rrd_top_n"],
             c["kd_chunk_size"], device, show_progress=c["show_progress"],
         )
+        self.top_n_seconds = time.perf_counter() - start
+        getLogger().info(f"RRD teacher top-{c['rrd_top_n']} lists: {self.top_n_seconds:.2f}s")
         state = self.sampler.state_dict() if self.sampler is not None else self._pending_state
         self._pending_state = None
         self.sampler = RelaxedRankingSampler(

@@ -1,0 +1,140 @@
+"""Training cost of every method against the student alone, on ml-100k and CiteULike-t.
+
+Every measurement runs in a fresh process, so its peak memory (RSS) is its own. Epoch times
+exclude evaluation; the first epoch (one-time work: the teacher's top-N lists, BD's first rank
+refresh) is reported apart from the steady epochs. DE is measured twice: at the start of the
+temperature schedule (tau = 1, every expert weighted) and at its end (tau -> 0, one expert per
+entity), since its cost differs by an order of magnitude between the two.
+
+    python benchmarks/speed.py [--epochs 4] [--datasets ml-100k citeulike-t]
+        [--users-dat ../shared/data/citeulike-t/users.dat]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import resource
+import subprocess
+import sys
+import tempfile
+import time
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+DEFAULT_USERS_DAT = os.path.join(HERE, "..", "..", "shared", "data", "citeulike-t", "users.dat")
+
+# (row name, model, settings); teacher and student alone come first and are saved for the rest.
+RUNS = [
+    ("student alone", "BPR", {"embedding_size": 20}),
+    ("teacher alone", "BPR", {"embedding_size": 200}),
+    ("DE (tau = 1)", "DE", {"de_tau_start": 1.0, "de_tau_end": 1.0}),
+    ("DE (tau -> 0)", "DE", {"de_tau_start": 1e-10, "de_tau_end": 1e-10}),
+    ("RRD", "RRD", {}),
+    ("DERRD (tau = 1)", "DERRD", {"de_tau_start": 1.0, "de_tau_end": 1.0}),
+    ("DERRD (tau -> 0)", "DERRD", {"de_tau_start": 1e-10, "de_tau_end": 1e-10}),
+    ("BD", "BD", {}),
+]
+
+
+def worker(spec: dict) -> dict:
+    """Train ``spec['model']`` for a few epochs without evaluation; time each epoch."""
+    from recbole.utils import init_logger
+
+    from recbole_kd.config import KDConfig
+    from recbole_kd.protocol import create_trainer
+    from recbole_kd.quick_start import build
+
+    config = KDConfig(spec["model"], spec["dataset"], config_dict=spec["config"])
+    init_logger(config)
+    train_data, valid_data, test_data, model = build(config)
+    trainer = create_trainer(config, model, (train_data, valid_data, test_data))
+    seconds = []
+    for epoch in range(config["epochs"]):
+        start = time.perf_counter()
+        trainer._train_epoch(train_data, epoch)
+        seconds.append(time.perf_counter() - start)
+    out = {"first": seconds[0], "steady": sum(seconds[1:]) / max(len(seconds) - 1, 1),
+           "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}
+    sampler = getattr(model, "sampler", None)
+    if sampler is not None:  # BD: refresh time, amortised over bd_update_epochs
+        out["refresh"] = sampler.last_refresh_seconds
+        out["steady"] += sampler.last_refresh_seconds / config["bd_update_epochs"]
+    for distiller in getattr(model, "distillers", []):
+        if hasattr(distiller, "top_n_seconds"):
+            out["top_n"] = distiller.top_n_seconds
+    if spec.get("save"):
+        trainer._save_checkpoint(config["epochs"] - 1, verbose=False, saved_model_file=spec["save"])
+    return out
+
+
+def measure(spec: dict) -> dict:
+    result = subprocess.run([sys.executable, __file__, "--worker", json.dumps(spec)],
+                            capture_output=True, text=True, check=False)
+    if result.returncode != 0:
+        raise RuntimeError(result.stderr[-3000:])
+    return json.loads(result.stdout.strip().splitlines()[-1])
+
+
+def dataset_settings(name: str, users_dat: str, workdir: str) -> tuple[str, dict] | None:
+    if name != "citeulike-t":
+        return name, {}
+    if not os.path.isfile(users_dat):
+        print(f"skipping citeulike-t: {users_dat} not found")
+        return None
+    from recbole_kd.atomic_files import convert_users_dat
+
+    convert_users_dat(users_dat, workdir, name="citeulike-t")
+    return "citeulike-t", {"data_path": workdir}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--epochs", type=int, default=4)
+    parser.add_argument("--datasets", nargs="+", default=["ml-100k", "citeulike-t"])
+    parser.add_argument("--users-dat", default=DEFAULT_USERS_DAT)
+    parser.add_argument("--worker", help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    if args.worker:
+        sys.argv = sys.argv[:1]
+        print(json.dumps(worker(json.loads(args.worker))))
+        return
+    workdir = tempfile.mkdtemp(prefix="recbole_kd_speed_")
+    os.chdir(workdir)
+    base = {"epochs": args.epochs, "show_progress": False, "state": "WARNING", "eval_step": 0,
+            "teacher_config": {"embedding_size": 200}, "student_config": {"embedding_size": 20}}
+    for name in args.datasets:
+        found = dataset_settings(name, args.users_dat, workdir)
+        if found is None:
+            continue
+        dataset, data = found
+        teacher_file = os.path.join(workdir, f"{dataset}-teacher.pth")
+        student_file = os.path.join(workdir, f"{dataset}-student.pth")
+        rows = {}
+        for row, model, settings in RUNS:
+            config = {**base, **data, **settings, "teacher_checkpoint": teacher_file,
+                      "student_checkpoint": student_file}
+            spec = {"model": model, "dataset": dataset, "config": config}
+            if row.endswith("alone"):
+                spec["save"] = teacher_file if row.startswith("teacher") else student_file
+            rows[row] = measure(spec)
+            print(f"{dataset}: {row}: {rows[row]}", file=sys.stderr)
+        print_table(dataset, rows)
+
+
+def print_table(dataset: str, rows: dict) -> None:
+    student = rows["student alone"]["steady"]
+    both = student + rows["teacher alone"]["steady"]
+    print(f"\n{dataset}: training seconds per epoch (steady state, evaluation excluded)\n")
+    print("| run | s/epoch | × student alone | first epoch s | one-time s | peak RSS MB |")
+    print("|---|---|---|---|---|---|")
+    for row, out in rows.items():
+        ratio = out["steady"] / (both if row == "BD" else student)
+        against = " (vs teacher + student)" if row == "BD" else ""
+        once = out.get("top_n", out.get("refresh"))
+        print(f"| {row} | {out['steady']:.2f} | {ratio:.2f}{against} | {out['first']:.2f} | "
+              f"{'' if once is None else f'{once:.2f}'} | {out['peak_rss_mb']:.0f} |")
+
+
+if __name__ == "__main__":
+    main()
