@@ -30,7 +30,7 @@ def test_resumed_run_ends_like_an_uninterrupted_one(small_data, workdir, model):
     assert resumed["best_valid_result"] == straight["best_valid_result"]
 
 
-@pytest.mark.parametrize("model", ["RRD", "BD"])
+@pytest.mark.parametrize("model", ["DE", "RRD", "DERRD", "BD"])
 def test_same_seed_same_metrics(small_data, model):
     config = {**FAST, "epochs": 2, "data_path": small_data}
     first = run_recbole_kd(model, config_dict=config, saved=False)
