@@ -129,6 +129,7 @@ def test_rrd_uninteresting_subsets_are_uniform() -> None:
     uninteresting = sampler.sample()[1]
     eligible = list(range(6, n_items))
     assert torch.isin(uninteresting, torch.tensor(eligible)).all()
+    assert (uninteresting[:, 0] != uninteresting[:, 1]).all()  # without replacement
     counts = torch.bincount(uninteresting.flatten(), minlength=n_items)[eligible]
     check_frequencies(counts, n_users, torch.full((6,), 2 / 6))
     # Every unordered pair of the 6 eligible items is one of 15 equally likely subsets.
