@@ -1,73 +1,153 @@
-"""Bad input stops a run with an error naming the key and the fix; nothing trained is lost.
-
-Checkpoint problems are covered in test_teacher.py, unknown models and keys in test_config.py.
-"""
+"""Every bad input stops a run with an error naming the key or file and the fix, and nothing
+already trained is lost (one parametrised test over the whole list)."""
 
 from __future__ import annotations
 
 import glob
 import os
+import shutil
 
 import pytest
 import torch
+from recbole.quick_start import run_recbole
 from recbole.utils import init_logger
 
-from recbole_kd.quick_start import build, run_recbole_kd
+from recbole_kd.quick_start import build
 from recbole_kd.trainer import KDTrainer
 from tests.conftest import FAST, make_config
 
 LEAVE_ONE_OUT = {"split": {"LS": "valid_and_test"}, "order": "RO", "group_by": "user",
                  "mode": "full"}
+OTHER_SPLIT = {"split": {"RS": [0.7, 0.2, 0.1]}, "order": "RO", "group_by": "user", "mode": "full"}
 
 
-def first_epoch(config):
+@pytest.fixture(scope="module")
+def stock_teacher(small_data, tmp_path_factory) -> str:
+    """A BPR checkpoint written by stock RecBole on the small data (seed 2020), kept aside."""
+    folder = tmp_path_factory.mktemp("stock")
+    here = os.getcwd()
+    os.chdir(folder)
+    try:
+        settings = {k: v for k, v in FAST.items() if not k.startswith(("rrd_", "de_", "teacher",
+                                                                       "student"))}
+        run_recbole("BPR", config_dict={**settings, "data_path": small_data,
+                                        "embedding_size": 32}, saved=True)
+    finally:
+        os.chdir(here)
+    (path,) = glob.glob(str(folder / "saved" / "BPR-*.pth"))
+    return path
+
+
+def first_epoch(small_data, model="DERRD", **overrides):
+    config = make_config(model, small_data, **overrides)
     init_logger(config)
-    _, _, _, model = build(config)
-    model.on_epoch_start(0)
+    _, _, _, net = build(config)
+    net.on_epoch_start(0)
 
 
-@pytest.mark.parametrize(
-    "overrides,named",
-    [
-        ({"rrd_uninteresting": 100000}, "rrd_uninteresting"),
-        ({"rrd_interesting": 60}, "rrd_interesting"),  # more than rrd_top_n = 50
-        ({"rrd_top_n": 100000}, "rrd_top_n"),
-    ],
-)
-def test_impossible_sampling_sizes_name_the_key_and_keep_the_teacher(small_data, overrides, named):
-    with pytest.raises(ValueError, match=named):
-        first_epoch(make_config("DERRD", small_data, **overrides))
-    (teacher,) = glob.glob("saved/teacher-*.pth")  # trained before the error, and kept
-    stamp = os.path.getmtime(teacher)
-    first_epoch(make_config("DERRD", small_data))  # the fixed run reuses it
-    assert glob.glob("saved/teacher-*.pth") == [teacher] and os.path.getmtime(teacher) == stamp
+def with_checkpoint(kind: str):
+    """A run whose teacher_checkpoint is a file of ``kind``, written in the work folder."""
+
+    def run(small_data, workdir, stock):
+        path = str(workdir / "teacher.pth")
+        if kind == "corrupt":
+            (workdir / "teacher.pth").write_bytes(b"not a checkpoint")
+        elif kind == "foreign":
+            torch.save({"weights": torch.zeros(3)}, path)
+        elif kind == "stock":
+            shutil.copy(stock, path)
+        first_epoch(small_data, teacher_checkpoint=path)
+
+    return run
 
 
-def test_users_too_short_for_leave_one_out_are_named(small_data, tmp_path):
-    folder = tmp_path / "short"
-    os.makedirs(folder / "short")
+def stock_with(**overrides):
+    return lambda small_data, workdir, stock: first_epoch(
+        small_data, teacher_checkpoint=stock, **overrides)
+
+
+def other_data_set(small_data, workdir, stock):
+    other = os.path.join(small_data, "ml-other")
+    os.makedirs(other, exist_ok=True)
+    with open(os.path.join(small_data, "ml-small", "ml-small.inter")) as src:
+        lines = src.readlines()[:15000]
+    with open(os.path.join(other, "ml-other.inter"), "w") as dst:
+        dst.writelines(lines)
+    first_epoch(small_data, dataset="ml-other", teacher_checkpoint=stock)
+
+
+def short_users(small_data, workdir, stock):
+    os.makedirs(workdir / "short" / "short")
     with open(os.path.join(small_data, "ml-small", "ml-small.inter")) as src:
         lines = src.readlines()
     user = lines[1].split("\t")[0]
     kept = [lines[0]] + [line for line in lines[1:] if line.split("\t")[0] != user]
     kept += [line for line in lines[1:] if line.split("\t")[0] == user][:2]
-    (folder / "short" / "short.inter").write_text("".join(kept))
-    config = make_config("RRD", str(folder), dataset="short", eval_args=LEAVE_ONE_OUT)
-    with pytest.raises(ValueError, match=r"user_inter_num_interval: \"\[3,inf\)\""):
-        build(config)
+    (workdir / "short" / "short" / "short.inter").write_text("".join(kept))
+    first_epoch(str(workdir / "short"), "RRD", dataset="short", eval_args=LEAVE_ONE_OUT)
 
 
-def test_nan_loss_names_the_term(small_data, workdir):
-    run_recbole_kd("BPR", config_dict={**{k: v for k, v in FAST.items()
-                                          if not k.startswith(("teacher", "student"))},
-                                       "embedding_size": 32, "data_path": small_data})
-    (path,) = glob.glob("saved/BPR-*.pth")
-    checkpoint = torch.load(path, weights_only=False)
+def nan_loss(small_data, workdir, stock):
+    checkpoint = torch.load(stock, weights_only=False)
     checkpoint["state_dict"]["user_embedding.weight"][:] = float("nan")
+    path = str(workdir / "nan-teacher.pth")
     torch.save(checkpoint, path)
     config = make_config("DE", small_data, teacher_checkpoint=path)
     init_logger(config)
     train_data, valid_data, _, model = build(config)
-    trainer = KDTrainer(config, model)
-    with pytest.raises(ValueError, match="'de_loss' is nan.*learning_rate"):
-        trainer.fit(train_data, valid_data, saved=False)
+    KDTrainer(config, model).fit(train_data, valid_data, saved=False)
+
+
+def settings(model="DERRD", **overrides):
+    return lambda small_data, workdir, stock: first_epoch(small_data, model, **overrides)
+
+
+CASES = {
+    "missing teacher checkpoint": (with_checkpoint("missing"), "teacher_checkpoint .* does not exist"),
+    "corrupt teacher checkpoint": (with_checkpoint("corrupt"), "could not be read"),
+    "non-RecBole checkpoint": (with_checkpoint("foreign"), "is not a RecBole checkpoint"),
+    "checkpoint of another data set": (other_data_set, "trained on data set 'ml-small'"),
+    "checkpoint of another split": (stock_with(eval_args=OTHER_SPLIT), "eval_args"),
+    "checkpoint of another seed": (stock_with(seed=7), "seed=2020.*seed=7"),
+    "checkpoint of another filtering": (stock_with(user_inter_num_interval="[5,inf)"),
+                                        "user_inter_num_interval"),
+    "checkpoint of another model than named": (stock_with(teacher_model="LightGCN"),
+                                               "holds a BPR model, but teacher_model is LightGCN"),
+    "unknown teacher model": (settings(teacher_model="BRP"), "Unknown model 'BRP'"),
+    "unknown student model": (settings(student_model="Nope"), "Unknown model 'Nope'"),
+    "sequential student": (settings(student_model="SASRec"), "not a RecBole general recommender"),
+    "user-row model as teacher": (settings(teacher_model="DiffRec"), "whole user rows"),
+    "DE without representations": (settings(teacher_model="MultiVAE"),
+                                    "DE needs user and item representations"),
+    "negative weight": (settings(de_weight=-1), "de_weight"),
+    "temperature <= 0": (settings(de_tau_start=0), "de_tau_start"),
+    "BD temperature <= 0": (settings("BD", bd_tau=-1.0), "bd_tau"),
+    "K larger than the top-N list": (settings(rrd_interesting=60), "rrd_interesting"),
+    "L larger than the items a user can have": (settings(rrd_uninteresting=100000),
+                                                "rrd_uninteresting"),
+    "top-N longer than the catalogue": (settings(rrd_top_n=100000), "rrd_top_n"),
+    "bd_update_epochs <= 0": (settings("BD", bd_update_epochs=0), "bd_update_epochs"),
+    "misspelled plugin key": (settings(rrd_wieght=0.1), "'rrd_wieght'.*Did you mean 'rrd_weight'"),
+    "users too short for leave-one-out": (short_users, r"user_inter_num_interval: \"\[3,inf\)\""),
+    "NaN loss": (nan_loss, "'de_loss' is nan.*learning_rate"),
+}
+
+
+@pytest.mark.parametrize("case", CASES)
+def test_bad_input_is_named_and_nothing_trained_is_lost(small_data, workdir, stock_teacher, case):
+    run, message = CASES[case]
+    teachers_before = set(glob.glob("saved/teacher-*.pth"))
+    with pytest.raises((ValueError, FileNotFoundError), match=message):
+        run(small_data, workdir, stock_teacher)
+    # Whatever was trained before the error stays on disk, and is reused by the fixed run.
+    assert teachers_before <= set(glob.glob("saved/teacher-*.pth"))
+    assert os.path.isfile(stock_teacher) and not glob.glob("saved/*.partial")
+
+
+def test_a_teacher_trained_before_an_error_is_reused_by_the_fixed_run(small_data):
+    with pytest.raises(ValueError, match="rrd_uninteresting"):
+        first_epoch(small_data, rrd_uninteresting=100000)
+    (teacher,) = glob.glob("saved/teacher-*.pth")
+    stamp = os.path.getmtime(teacher)
+    first_epoch(small_data)
+    assert glob.glob("saved/teacher-*.pth") == [teacher] and os.path.getmtime(teacher) == stamp
