@@ -14,12 +14,10 @@ import argparse
 import os
 import sys
 
-import yaml
-
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from common import markdown_table
 
-from recbole_kd.cli import pair_file
+from recbole_kd.cli import parse_settings, read_pair
 from recbole_kd.compare import timed_run
 
 METRICS = ["ndcg@10", "recall@10"]
@@ -36,13 +34,10 @@ def main() -> None:
     args = parser.parse_args()
     sys.argv = sys.argv[:1]  # RecBole parses --key=value from the command line
 
-    with open(pair_file(args.pair), encoding="utf-8") as f:
-        pair = yaml.safe_load(f)
+    pair = read_pair(args.pair)
     common = {"show_progress": False, "state": "WARNING", "metrics": ["Recall", "NDCG"],
               "topk": [10], "valid_metric": "NDCG@10"}
-    for item in args.set:
-        key, value = item.split("=", 1)
-        common[key] = yaml.safe_load(value)
+    common.update(parse_settings(args.set))
 
     runs = {}
     budget = args.epochs + args.bd_epochs

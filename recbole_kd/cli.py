@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import os
 
+import yaml
+
 from recbole_kd.utils import properties_dir
 
 # Shipped config files usable by name: teacher/student pairs, evaluation protocols, data sets.
@@ -37,3 +39,20 @@ def pair_file(name: str) -> str:
 def resolve_config_files(value: str | None) -> list[str] | None:
     """Split ``--config_files`` on spaces and resolve each entry with :func:`pair_file`."""
     return [pair_file(name) for name in value.split()] if value else None
+
+
+def parse_settings(items: list[str] | None) -> dict:
+    """``["epochs=50", "topk=[10,20]"]`` -> ``{"epochs": 50, "topk": [10, 20]}`` (YAML values)."""
+    settings = {}
+    for item in items or []:
+        key, sep, value = item.partition("=")
+        if not sep:
+            raise ValueError(f"Setting '{item}' is not of the form key=value.")
+        settings[key] = yaml.safe_load(value)
+    return settings
+
+
+def read_pair(name: str) -> dict:
+    """The settings of a pair file, given by path or shipped name."""
+    with open(pair_file(name), encoding="utf-8") as f:
+        return yaml.safe_load(f)

@@ -18,10 +18,10 @@ import time
 from dataclasses import dataclass, field
 
 import torch
-import yaml
 from recbole.data.interaction import Interaction
 from recbole.utils import init_logger
 
+from recbole_kd.cli import read_pair
 from recbole_kd.config import KDConfig
 from recbole_kd.protocol import create_trainer
 from recbole_kd.quick_start import build
@@ -181,8 +181,7 @@ def compare(dataset: str, pair_file: str, seeds: int = 1, baselines=DEFAULT_BASE
             methods=DEFAULT_METHODS, config_files=None, results_dir: str = "results",
             settings: dict | None = None, progress=print) -> str:
     """Run the comparison and write its files; returns the Markdown table."""
-    with open(pair_file, encoding="utf-8") as f:
-        pair = yaml.safe_load(f)
+    pair = read_pair(pair_file)
     # The pair file applies to every run, so its training settings are shared by all models.
     config_files = [pair_file, *(config_files or [])]
     settings = {"show_progress": False, "state": "WARNING", **(settings or {})}
@@ -207,15 +206,10 @@ def compare(dataset: str, pair_file: str, seeds: int = 1, baselines=DEFAULT_BASE
 def main(args, config_files) -> None:
     """Entry from run_recbole_kd.py --compare."""
     sys.argv = sys.argv[:1]  # RecBole would parse --key=value from the command line again
-    settings = {}
-    for item in args.set or []:
-        key, value = item.split("=", 1)
-        settings[key] = yaml.safe_load(value)
-    pair = config_files[0] if config_files else None
-    if pair is None:
-        from recbole_kd.cli import pair_file
+    from recbole_kd.cli import pair_file, parse_settings
 
-        pair = pair_file("bpr200-bpr20")
+    settings = parse_settings(args.set)
+    pair = config_files[0] if config_files else pair_file("bpr200-bpr20")
     table = compare(
         args.dataset, pair, seeds=args.seeds,
         baselines=[b for b in args.baselines.split(",") if b],
