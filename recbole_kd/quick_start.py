@@ -34,9 +34,10 @@ def build(config: KDConfig):
             alone[role] = resolve_pretrained(config, dataset, parts, role)
     init_seed(config["seed"] + config["local_rank"], config["reproducibility"])
     model = model_class(config, train_data._dataset).to(config["device"])
-    for role in getattr(model_class, "pretrained_roles", ()):
-        model.load_pretrained(role, alone[role])
-    model.alone_states = alone  # for the end-of-run summary
+    if is_kd_model(config["model"]):
+        for role in model_class.pretrained_roles:
+            model.load_pretrained(role, alone[role])
+        model.alone_states = alone  # for the end-of-run summary
     return train_data, valid_data, test_data, model
 
 
