@@ -46,6 +46,8 @@ class KnowledgeDistillationModel(GeneralRecommender):
     teacher_trainable = False  # BD trains both models
     pretrained_roles = ("teacher",)  # models trained (or loaded) before distillation
     exported_roles = ("student",)  # models saved as plain RecBole checkpoints after it
+    # Weights of the models trained alone on this split, by role, for the end-of-run summary.
+    alone_states: dict = {}
 
     @classmethod
     def check_backbones(cls, config) -> None:
