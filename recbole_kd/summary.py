@@ -9,7 +9,7 @@ def evaluate_alone(trainer, test_data, alone_states: dict) -> dict:
     """Test metrics of the models trained alone on this split (teacher, BD warm-ups, the student
     with ``kd_student_alone``), evaluated in the run's model slots and put back afterwards."""
     results = {}
-    for role, state in alone_states.items():
+    for role, state in (alone_states or {}).items():
         module = getattr(trainer.model, role)
         current = copy.deepcopy(module.state_dict())
         module.load_state_dict(state)

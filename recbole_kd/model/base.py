@@ -46,8 +46,9 @@ class KnowledgeDistillationModel(GeneralRecommender):
     teacher_trainable = False  # BD trains both models
     pretrained_roles = ("teacher",)  # models trained (or loaded) before distillation
     exported_roles = ("student",)  # models saved as plain RecBole checkpoints after it
-    # Weights of the models trained alone on this split, by role, for the end-of-run summary.
-    alone_states: dict = {}
+    # Weights of the models trained alone on this split, by role, for the end-of-run summary
+    # (set by quick_start.build).
+    alone_states: dict | None = None
 
     @classmethod
     def check_backbones(cls, config) -> None:
