@@ -124,16 +124,21 @@ def _double_precision_ranking(interesting: torch.Tensor, uninteresting: torch.Te
     return loss.detach(), pos.grad, neg.grad
 
 
+def _assert_matches_double_precision(interesting, uninteresting, loss_atol: float) -> None:
+    """The float32 loss and its gradients equal the float64 reference computation."""
+    loss = relaxed_ranking_loss(interesting, uninteresting)
+    loss.sum().backward()
+    expected, pos_grad, neg_grad = _double_precision_ranking(interesting, uninteresting)
+    torch.testing.assert_close(loss.double(), expected, rtol=1e-6, atol=loss_atol)
+    torch.testing.assert_close(interesting.grad.double(), pos_grad, rtol=1e-5, atol=1e-6)
+    torch.testing.assert_close(uninteresting.grad.double(), neg_grad, rtol=1e-5, atol=1e-6)
+
+
 def test_relaxed_ranking_values_and_gradients_match_double_precision() -> None:
     gen = torch.Generator().manual_seed(20)
     interesting = (torch.randn(64, 40, generator=gen) * 3).requires_grad_()
     uninteresting = (torch.randn(64, 40, generator=gen) * 3).requires_grad_()
-    loss = relaxed_ranking_loss(interesting, uninteresting)
-    loss.sum().backward()
-    expected, pos_grad, neg_grad = _double_precision_ranking(interesting, uninteresting)
-    torch.testing.assert_close(loss.double(), expected, rtol=1e-6, atol=1e-4)
-    torch.testing.assert_close(interesting.grad.double(), pos_grad, rtol=1e-5, atol=1e-6)
-    torch.testing.assert_close(uninteresting.grad.double(), neg_grad, rtol=1e-5, atol=1e-6)
+    _assert_matches_double_precision(interesting, uninteresting, loss_atol=1e-4)
 
 
 def test_relaxed_ranking_is_exact_where_a_shared_shift_underflows() -> None:
@@ -142,12 +147,7 @@ def test_relaxed_ranking_is_exact_where_a_shared_shift_underflows() -> None:
     # Row 1 is ordinary and shares the batch with it.
     interesting = torch.tensor([[0.0, -100.0, -100.5], [0.3, 0.1, -0.2]], requires_grad=True)
     uninteresting = torch.tensor([[-101.0, -102.0], [0.0, -1.0]], requires_grad=True)
-    loss = relaxed_ranking_loss(interesting, uninteresting)
-    loss.sum().backward()
-    expected, pos_grad, neg_grad = _double_precision_ranking(interesting, uninteresting)
-    torch.testing.assert_close(loss.double(), expected, rtol=1e-6, atol=1e-5)
-    torch.testing.assert_close(interesting.grad.double(), pos_grad, rtol=1e-5, atol=1e-6)
-    torch.testing.assert_close(uninteresting.grad.double(), neg_grad, rtol=1e-5, atol=1e-6)
+    _assert_matches_double_precision(interesting, uninteresting, loss_atol=1e-5)
 
 
 # ---------------------------------------------------------------- expert reconstruction (DE)
