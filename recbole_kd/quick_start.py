@@ -74,8 +74,7 @@ def train_and_test(config: KDConfig, saved: bool = True, verbose: bool = True):
     if is_kd_model(config["model"]):
         result.update(evaluate_alone(trainer, test_data, model.alone_states))
         logger.info(format_summary(config, result))
-    if saved and is_kd_model(config["model"]):
-        for role in model.exported_roles:
+        for role in model.exported_roles if saved else ():
             path = model.export(role, export_path(trainer.saved_model_file, role))
             result[f"{role}_file"] = path
             logger.info(set_color(f"{role.capitalize()} exported for RecBole", "yellow") + f": {path}")

@@ -20,7 +20,7 @@ import yaml
 from recbole.config import Config
 from recbole.utils import init_seed
 
-from recbole_kd.backbone import check_general_model, clear_caches
+from recbole_kd.backbone import check_general_model
 from recbole_kd.config import KEY_RULES
 from recbole_kd.data import make_loaders
 from recbole_kd.protocol import create_trainer
@@ -169,8 +169,15 @@ def train_and_cache(config: Config, dataset, parts, role: str) -> tuple[str, dic
     logger = getLogger()
     if os.path.isfile(path):
         logger.info(f"Reusing the {role} trained earlier on this split: {path}")
-        return name, overrides, torch.load(path, map_location="cpu", weights_only=False)["state_dict"]
-    logger.info(f"Training the {role} ({name}, {overrides}) on this run's split")
+    else:
+        logger.info(f"Training the {role} ({name}, {overrides}) on this run's split")
+        train_alone(config, derived, dataset, parts, path)
+        logger.info(f"Saved the {role}: {path}")
+    return name, overrides, torch.load(path, map_location="cpu", weights_only=False)["state_dict"]
+
+
+def train_alone(config: Config, derived: Config, dataset, parts, path: str) -> None:
+    """Train the model of ``derived`` on this run's split and save its best state at ``path``."""
     loaders = make_loaders(derived, dataset, parts)
     train_data, valid_data, _ = loaders
     init_seed(config["seed"], config["reproducibility"])
@@ -182,9 +189,6 @@ def train_and_cache(config: Config, dataset, parts, role: str) -> tuple[str, dic
     trainer.saved_model_file = path + ".partial"
     trainer.fit(train_data, valid_data, saved=True, show_progress=config["show_progress"])
     os.replace(trainer.saved_model_file, path)
-    clear_caches(model)
-    logger.info(f"Saved the {role}: {path}")
-    return name, overrides, torch.load(path, map_location="cpu", weights_only=False)["state_dict"]
 
 
 def resolve_pretrained(config: Config, dataset, parts, role: str = "teacher") -> dict:
