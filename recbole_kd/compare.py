@@ -147,6 +147,24 @@ def summarize(runs: list[Run], metrics: list[str]) -> str:
     return "\n".join(lines)
 
 
+def relative_summary(runs: list[Run], metrics: list[str], reference: str = "student alone") -> str:
+    """Markdown table: each run's metrics divided by ``reference``'s of the same seed (mean ± std)."""
+    base = {run.seed: run.test for run in runs if run.name == reference}
+    names = list(dict.fromkeys(run.name for run in runs))
+    lines = ["| run | " + " | ".join(f"{m} × {reference}" for m in metrics) + " |",
+             "|" + "---|" * (len(metrics) + 1)]
+    for name in names:
+        group = [run for run in runs if run.name == name]
+        cells = [name]
+        for metric in metrics:
+            ratios = [run.test[metric] / base[run.seed][metric] for run in group
+                      if base[run.seed][metric]]
+            spread = statistics.stdev(ratios) if len(ratios) > 1 else 0.0
+            cells.append(f"{statistics.mean(ratios):.3f} ± {spread:.3f}" if ratios else "")
+        lines.append("| " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
 def write_csv(runs: list[Run], metrics: list[str], path: str) -> None:
     with open(path, "w", newline="", encoding="utf-8") as f:
         writer = csv.writer(f)
@@ -194,6 +212,9 @@ def compare(dataset: str, pair_file: str, seeds: int = 1, baselines=DEFAULT_BASE
     metrics = [m for m in runs[0].test]
     os.makedirs(results_dir, exist_ok=True)
     table = summarize(runs, metrics)
+    if any(run.name == "student alone" for run in runs):
+        table += "\n\nRelative to the student alone of the same seed:\n\n"
+        table += relative_summary(runs, metrics)
     with open(os.path.join(results_dir, "comparison.md"), "w", encoding="utf-8") as f:
         f.write(f"{dataset}, pair {os.path.basename(pair_file)}, {seeds} seed(s) from "
                 f"{first_seed}, test metrics at the best validation (mean ± std)\n\n{table}\n")

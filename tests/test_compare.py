@@ -6,7 +6,7 @@ import csv
 
 import yaml
 
-from recbole_kd.compare import compare
+from recbole_kd.compare import Run, compare, relative_summary
 from tests.conftest import FAST, pair_overrides
 
 
@@ -23,6 +23,8 @@ def test_compare_writes_table_csv_and_chart(small_data, workdir):
     for name in names:
         assert f"| {name} |" in table
     assert " ± " in table
+    assert "ndcg@10 × student alone" in table
+    assert "| student alone | 1.000 ± 0.000 |" in table
     with open(workdir / "results" / "runs.csv") as f:
         rows = list(csv.DictReader(f))
     assert len(rows) == 2 * len(names)
@@ -33,3 +35,10 @@ def test_compare_writes_table_csv_and_chart(small_data, workdir):
     assert int(teacher[0]["params"]) > int(rows[1]["params"])  # teacher larger than student
     assert (workdir / "results" / "comparison.png").stat().st_size > 1000
     assert sum("done" in line for line in lines) == 2 * 5  # one progress line per run
+
+
+def test_relative_summary_divides_by_the_same_seeds_student():
+    runs = [Run("student alone", 1, {"hit@5": 0.4}, 1.0, 1), Run("DERRD", 1, {"hit@5": 0.5}, 1.0, 1),
+            Run("student alone", 2, {"hit@5": 0.5}, 1.0, 1), Run("DERRD", 2, {"hit@5": 0.5}, 1.0, 1)]
+    table = relative_summary(runs, ["hit@5"])
+    assert "| DERRD | 1.125 ± 0.177 |" in table  # mean and std of 1.25 and 1.0
