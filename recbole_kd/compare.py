@@ -5,17 +5,19 @@
 For each seed: the pair's teacher and student trained alone, RecBole baselines (unmodified), then
 DE, RRD and DERRD distilling the teacher trained alone, and BD starting from both models trained
 alone. Writes ``comparison.md`` (mean ± std over seeds), ``runs.csv`` (one row per run) and
-``comparison.png`` (bar chart) into the results folder.
+``comparison.png`` (bar chart) into the results folder. ``runs.csv`` grows after every run, and
+the same command started again after an interruption trains only the runs it lacks.
 """
 
 from __future__ import annotations
 
 import csv
+import json
 import os
 import statistics
 import sys
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 import torch
 from recbole.data.interaction import Interaction
@@ -28,6 +30,9 @@ from recbole_kd.quick_start import build
 
 DEFAULT_BASELINES = ("LightGCN", "NeuMF", "ItemKNN", "Pop")
 DEFAULT_METHODS = ("DE", "RRD", "DERRD", "BD")
+# runs.csv columns after the run, the seed and the test metrics.
+CSV_FIELDS = ("train_seconds_per_epoch", "epochs", "params", "scoring_ms_per_1000_users",
+              "saved_model_file")
 
 
 @dataclass
@@ -42,7 +47,6 @@ class Run:
     saved_model_file: str = ""
     params: int | None = None
     ms_per_1000_users: float | None = None
-    extra: dict = field(default_factory=dict)
 
 
 def timed_run(model: str, dataset: str, config_dict: dict, config_files=None) -> dict:
@@ -94,20 +98,25 @@ def inference_cost(model, test_data, users: int = 2000, repeats: int = 3) -> tup
 
 
 def one_seed(dataset: str, pair: dict, settings: dict, seed: int, baselines, methods,
-             config_files, progress) -> list[Run]:
+             config_files, progress, results: Results) -> None:
     common = {**settings, "seed": seed}
-    runs = []
 
-    def record(name, model, config_dict, cost=False):
+    def record(name, model, config_dict, cost=False) -> Run:
+        kept = results.kept(name, seed)
+        if kept:
+            progress(f"seed {seed}: {name} kept from {results.runs_file}")
+            return kept[0]
         progress(f"seed {seed}: {name} ({model}) ...")
         out = timed_run(model, dataset, {**common, **config_dict}, config_files)
         run = Run(name, seed, out["test"], out["seconds_per_epoch"], out["epochs"],
                   out["saved_model_file"])
         if cost:
             run.params, run.ms_per_1000_users = inference_cost(out["model"], out["test_data"])
+        extra = []
         if model == "BD":
-            run.extra = out["trainer"].teacher_results["teacher_test_result"]
-        runs.append(run)
+            teacher_test = out["trainer"].teacher_results["teacher_test_result"]
+            extra = [Run("BD teacher", seed, teacher_test, run.seconds_per_epoch, run.epochs)]
+        results.add(run, *extra)
         progress(f"seed {seed}: {name} done, {out['epochs']} epochs, "
                  f"{out['seconds_per_epoch']:.2f} s/epoch, {dict(out['test'])}")
         return run
@@ -120,11 +129,53 @@ def one_seed(dataset: str, pair: dict, settings: dict, seed: int, baselines, met
         warm = {"teacher_checkpoint": teacher.saved_model_file}
         if method == "BD":
             warm["student_checkpoint"] = student.saved_model_file
-        run = record(method, method, warm)
-        if method == "BD":
-            runs.append(Run("BD teacher", seed, run.extra, run.seconds_per_epoch, run.epochs))
-            run.name = "BD student"
-    return runs
+        record("BD student" if method == "BD" else method, method, warm)
+
+
+class Results:
+    """The comparison's runs, saved to ``runs.csv`` after each one, so an interrupted comparison
+    started again with the same command and results folder trains only what is missing.
+
+    ``comparison.json`` records what was compared (data set, pair, config files, settings); a
+    folder holding another comparison is refused rather than mixed into it.
+    """
+
+    def __init__(self, results_dir: str, setup: dict):
+        os.makedirs(results_dir, exist_ok=True)
+        self.runs_file = os.path.join(results_dir, "runs.csv")
+        setup_file = os.path.join(results_dir, "comparison.json")
+        setup = json.loads(json.dumps(setup, default=str))
+        self.earlier: list[Run] = []
+        if os.path.exists(self.runs_file) and os.path.exists(setup_file):
+            with open(setup_file, encoding="utf-8") as f:
+                stored = json.load(f)
+            if stored != setup:
+                changed = sorted(k for k in {*stored, *setup} if stored.get(k) != setup.get(k))
+                raise ValueError(
+                    f"{results_dir}/ holds the results of another comparison (its "
+                    f"{', '.join(changed)} differ). Pass another --results folder, or delete "
+                    f"{results_dir}/ to start afresh."
+                )
+            self.earlier = read_runs(self.runs_file)
+        with open(setup_file, "w", encoding="utf-8") as f:
+            json.dump(setup, f, indent=1)
+        self.runs: list[Run] = []
+
+    def kept(self, name: str, seed: int) -> list[Run]:
+        """The earlier run ``name`` of ``seed`` (BD: with its teacher), now part of the results;
+        [] when it must be trained (absent, or its checkpoint is gone)."""
+        found = [run for run in self.earlier if run.seed == seed and (
+            run.name == name or (name == "BD student" and run.name == "BD teacher"))]
+        usable = found and all(not run.saved_model_file or os.path.exists(run.saved_model_file)
+                               for run in found)
+        if not usable:
+            return []
+        self.runs += found
+        return found
+
+    def add(self, *runs: Run) -> None:
+        self.runs += runs
+        write_csv(self.runs, list(self.runs[0].test), self.runs_file)
 
 
 def summarize(runs: list[Run], metrics: list[str]) -> str:
@@ -166,14 +217,32 @@ def relative_summary(runs: list[Run], metrics: list[str], reference: str = "stud
 
 
 def write_csv(runs: list[Run], metrics: list[str], path: str) -> None:
-    with open(path, "w", newline="", encoding="utf-8") as f:
+    """One row per run, written to a temporary file and renamed: never a half-written file."""
+    with open(path + ".partial", "w", newline="", encoding="utf-8") as f:
         writer = csv.writer(f)
-        writer.writerow(["run", "seed", *metrics, "train_seconds_per_epoch", "epochs", "params",
-                         "scoring_ms_per_1000_users"])
+        writer.writerow(["run", "seed", *metrics, *CSV_FIELDS])
         for run in runs:
             writer.writerow([run.name, run.seed, *(run.test[m] for m in metrics),
                              f"{run.seconds_per_epoch:.4f}", run.epochs, run.params or "",
-                             f"{run.ms_per_1000_users:.2f}" if run.ms_per_1000_users else ""])
+                             f"{run.ms_per_1000_users:.2f}" if run.ms_per_1000_users else "",
+                             run.saved_model_file])
+    os.replace(path + ".partial", path)
+
+
+def read_runs(path: str) -> list[Run]:
+    """The runs of a ``runs.csv`` written by :func:`write_csv`."""
+    with open(path, newline="", encoding="utf-8") as f:
+        rows = list(csv.DictReader(f))
+    runs = []
+    for row in rows:
+        metrics = {k: float(v) for k, v in row.items() if k not in ("run", "seed", *CSV_FIELDS)}
+        runs.append(Run(
+            row["run"], int(row["seed"]), metrics, float(row["train_seconds_per_epoch"]),
+            int(row["epochs"]), row["saved_model_file"],
+            int(row["params"]) if row["params"] else None,
+            float(row["scoring_ms_per_1000_users"]) if row["scoring_ms_per_1000_users"] else None,
+        ))
+    return runs
 
 
 def plot(runs: list[Run], metric: str, path: str) -> None:
@@ -205,12 +274,13 @@ def compare(dataset: str, pair_file: str, seeds: int = 1, baselines=DEFAULT_BASE
     settings = {"show_progress": False, "state": "WARNING", **(settings or {})}
     first_seed = KDConfig("BPR", dataset, config_file_list=config_files,
                           config_dict=settings)["seed"]
-    runs = []
+    setup = {"dataset": dataset, "pair": pair, "config_files": config_files, "settings": settings}
+    results = Results(results_dir, setup)
     for k in range(seeds):
-        runs += one_seed(dataset, pair, settings, first_seed + k, baselines, methods,
-                         config_files, progress)
-    metrics = [m for m in runs[0].test]
-    os.makedirs(results_dir, exist_ok=True)
+        one_seed(dataset, pair, settings, first_seed + k, baselines, methods, config_files,
+                 progress, results)
+    runs = results.runs
+    metrics = list(runs[0].test)
     table = summarize(runs, metrics)
     if any(run.name == "student alone" for run in runs):
         table += "\n\nRelative to the student alone of the same seed:\n\n"
@@ -218,7 +288,7 @@ def compare(dataset: str, pair_file: str, seeds: int = 1, baselines=DEFAULT_BASE
     with open(os.path.join(results_dir, "comparison.md"), "w", encoding="utf-8") as f:
         f.write(f"{dataset}, pair {os.path.basename(pair_file)}, {seeds} seed(s) from "
                 f"{first_seed}, test metrics at the best validation (mean ± std)\n\n{table}\n")
-    write_csv(runs, metrics, os.path.join(results_dir, "runs.csv"))
+    write_csv(runs, metrics, results.runs_file)
     plot(runs, metrics[0], os.path.join(results_dir, "comparison.png"))
     progress(f"results written to {results_dir}/")
     return table

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import csv
 
+import pytest
 import yaml
 
 from recbole_kd.compare import Run, compare, relative_summary
@@ -42,3 +43,46 @@ def test_relative_summary_divides_by_the_same_seeds_student():
             Run("student alone", 2, {"hit@5": 0.5}, 1.0, 1), Run("DERRD", 2, {"hit@5": 0.5}, 1.0, 1)]
     table = relative_summary(runs, ["hit@5"])
     assert "| DERRD | 1.125 ± 0.177 |" in table  # mean and std of 1.25 and 1.0
+
+
+def _compare_small(small_data, workdir, progress, **settings):
+    pair = workdir / "pair.yaml"
+    pair.write_text(yaml.safe_dump(pair_overrides("BPR", "BPR")))
+    fast = {k: v for k, v in FAST.items()
+            if k not in ("dataset", "teacher_config", "student_config")}
+    return compare("ml-small", str(pair), seeds=1, baselines=["Pop"], methods=["RRD", "BD"],
+                   results_dir=str(workdir / "results"), progress=progress,
+                   settings={**fast, "data_path": small_data, **settings})
+
+
+def _rows(workdir) -> dict:
+    with open(workdir / "results" / "runs.csv") as f:
+        return {row["run"]: row for row in csv.DictReader(f)}
+
+
+def test_interrupted_compare_trains_only_the_missing_runs(small_data, workdir):
+    def interrupt_at_bd(line):
+        if line.startswith("seed 2020: BD student (BD)"):
+            raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt):
+        _compare_small(small_data, workdir, interrupt_at_bd)
+    first = _rows(workdir)
+    assert list(first) == ["teacher alone", "student alone", "Pop", "RRD"]
+
+    lines = []
+    table = _compare_small(small_data, workdir, lines.append)
+    assert sum("kept from" in line for line in lines) == 4
+    assert [line for line in lines if "done" in line] == [
+        line for line in lines if line.startswith("seed 2020: BD student done")]
+    rows = _rows(workdir)
+    assert list(rows) == ["teacher alone", "student alone", "Pop", "RRD", "BD student",
+                          "BD teacher"]
+    assert rows["RRD"] == first["RRD"]
+    assert "| BD teacher |" in table
+
+
+def test_compare_refuses_a_results_folder_of_another_comparison(small_data, workdir):
+    _compare_small(small_data, workdir, lambda line: None)
+    with pytest.raises(ValueError, match="another comparison .*settings"):
+        _compare_small(small_data, workdir, lambda line: None, learning_rate=0.01)
