@@ -198,15 +198,19 @@ def summarize(runs: list[Run], metrics: list[str]) -> str:
     return "\n".join(lines)
 
 
-def relative_summary(runs: list[Run], metrics: list[str], reference: str = "student alone") -> str:
-    """Markdown table: each run's metrics divided by ``reference``'s of the same seed (mean ± std)."""
-    base = {run.seed: run.test for run in runs if run.name == reference}
+def relative_summary(runs: list[Run], metrics: list[str]) -> str:
+    """Markdown table: each run's metrics divided by the student alone's of the same seed, and the
+    BD teacher's by the teacher alone's (mean ± std over seeds)."""
     names = list(dict.fromkeys(run.name for run in runs))
-    lines = ["| run | " + " | ".join(f"{m} × {reference}" for m in metrics) + " |",
+    rows = [(name, name, "student alone") for name in names]
+    if "BD teacher" in names and "teacher alone" in names:
+        rows.append(("BD teacher × teacher alone", "BD teacher", "teacher alone"))
+    lines = ["| run | " + " | ".join(f"{m} × student alone" for m in metrics) + " |",
              "|" + "---|" * (len(metrics) + 1)]
-    for name in names:
-        group = [run for run in runs if run.name == name]
-        cells = [name]
+    for label, name, reference in rows:
+        base = {run.seed: run.test for run in runs if run.name == reference}
+        group = [run for run in runs if run.name == name and run.seed in base]
+        cells = [label]
         for metric in metrics:
             ratios = [run.test[metric] / base[run.seed][metric] for run in group
                       if base[run.seed][metric]]

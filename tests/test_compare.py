@@ -26,6 +26,7 @@ def test_compare_writes_table_csv_and_chart(small_data, workdir):
     assert " ± " in table
     assert "ndcg@10 × student alone" in table
     assert "| student alone | 1.000 ± 0.000 |" in table
+    assert "| BD teacher × teacher alone |" in table
     with open(workdir / "results" / "runs.csv") as f:
         rows = list(csv.DictReader(f))
     assert len(rows) == 2 * len(names)
