@@ -23,14 +23,16 @@ HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, HERE)
 from common import markdown_table
 
+from recbole_kd.cli import read_pair
+
 DEFAULT_SPLIT = os.path.join(HERE, "..", "..", "shared", "data", "citeulike-t", "derrd-loo")
 
-# (row name, settings on top of properties/protocols/derrd.yaml)
+# (row name, settings on top of properties/protocols/derrd.yaml); uni499 keeps its split.
 PROTOCOLS = [
     ("RecBole full sort", {"kd_eval_protocol": "full"}),
     ("fixed_sampled (DE-RRD protocol)", {"kd_eval_protocol": "fixed_sampled"}),
-    ("RecBole uni499", {"kd_eval_protocol": "full", "eval_args": {
-        "split": {"LS": "valid_and_test"}, "order": "RO", "group_by": "user", "mode": "uni499"}}),
+    ("RecBole uni499", {"kd_eval_protocol": "full",
+                        "eval_args": {**read_pair("derrd")["eval_args"], "mode": "uni499"}}),
 ]
 
 

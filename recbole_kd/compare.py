@@ -175,21 +175,34 @@ class Results:
 
     def add(self, *runs: Run) -> None:
         self.runs += runs
+        self.save()
+
+    def save(self) -> None:
+        """Write this comparison's runs (and no earlier run it left out) to ``runs.csv``."""
         write_csv(self.runs, list(self.runs[0].test), self.runs_file)
+
+
+def run_names(runs: list[Run]) -> list[str]:
+    """The distinct run names, in their first order."""
+    return list(dict.fromkeys(run.name for run in runs))
+
+
+def mean_and_spread(values: list[float]) -> tuple[float, float]:
+    """Mean and sample standard deviation (0 for a single value) over seeds."""
+    return statistics.mean(values), statistics.stdev(values) if len(values) > 1 else 0.0
 
 
 def summarize(runs: list[Run], metrics: list[str]) -> str:
     """Markdown table: mean ± std over seeds of each metric, per run name, in order."""
-    names = list(dict.fromkeys(run.name for run in runs))
+    names = run_names(runs)
     header = ["run", *metrics, "train s/epoch", "params", "scoring ms / 1,000 users"]
     lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
     for name in names:
         group = [run for run in runs if run.name == name]
         cells = [name]
         for metric in metrics:
-            values = [run.test[metric] for run in group]
-            spread = statistics.stdev(values) if len(values) > 1 else 0.0
-            cells.append(f"{statistics.mean(values):.4f} ± {spread:.4f}")
+            mean, spread = mean_and_spread([run.test[metric] for run in group])
+            cells.append(f"{mean:.4f} ± {spread:.4f}")
         cells.append(f"{statistics.mean(run.seconds_per_epoch for run in group):.2f}")
         cells.append(str(group[0].params) if group[0].params else "")
         costs = [run.ms_per_1000_users for run in group if run.ms_per_1000_users]
@@ -201,7 +214,7 @@ def summarize(runs: list[Run], metrics: list[str]) -> str:
 def relative_summary(runs: list[Run], metrics: list[str]) -> str:
     """Markdown table: each run's metrics divided by the student alone's of the same seed, and the
     BD teacher's by the teacher alone's (mean ± std over seeds)."""
-    names = list(dict.fromkeys(run.name for run in runs))
+    names = run_names(runs)
     rows = [(name, name, "student alone") for name in names]
     if "BD teacher" in names and "teacher alone" in names:
         rows.append(("BD teacher × teacher alone", "BD teacher", "teacher alone"))
@@ -214,8 +227,7 @@ def relative_summary(runs: list[Run], metrics: list[str]) -> str:
         for metric in metrics:
             ratios = [run.test[metric] / base[run.seed][metric] for run in group
                       if base[run.seed][metric]]
-            spread = statistics.stdev(ratios) if len(ratios) > 1 else 0.0
-            cells.append(f"{statistics.mean(ratios):.3f} ± {spread:.3f}" if ratios else "")
+            cells.append("{:.3f} ± {:.3f}".format(*mean_and_spread(ratios)) if ratios else "")
         lines.append("| " + " | ".join(cells) + " |")
     return "\n".join(lines)
 
@@ -255,10 +267,9 @@ def plot(runs: list[Run], metric: str, path: str) -> None:
         from matplotlib.figure import Figure
     except ImportError as error:
         raise ImportError("The chart needs matplotlib: pip install 'recbole_kd[plot]'") from error
-    names = list(dict.fromkeys(run.name for run in runs))
+    names = run_names(runs)
     values = [[run.test[metric] for run in runs if run.name == name] for name in names]
-    means = [statistics.mean(v) for v in values]
-    spreads = [statistics.stdev(v) if len(v) > 1 else 0.0 for v in values]
+    means, spreads = zip(*map(mean_and_spread, values))
     figure = Figure(figsize=(1.1 * len(names) + 2, 4))
     axes = figure.subplots()
     axes.bar(range(len(names)), means, yerr=spreads, capsize=3, color="#4C72B0")
@@ -292,7 +303,7 @@ def compare(dataset: str, pair_file: str, seeds: int = 1, baselines=DEFAULT_BASE
     with open(os.path.join(results_dir, "comparison.md"), "w", encoding="utf-8") as f:
         f.write(f"{dataset}, pair {os.path.basename(pair_file)}, {seeds} seed(s) from "
                 f"{first_seed}, test metrics at the best validation (mean ± std)\n\n{table}\n")
-    write_csv(runs, metrics, results.runs_file)
+    results.save()
     plot(runs, metrics[0], os.path.join(results_dir, "comparison.png"))
     progress(f"results written to {results_dir}/")
     return table
