@@ -7,8 +7,9 @@
 - RRD: :func:`relaxed_ranking_loss` against the running-shift (``logcumsumexp``) formulation it
   replaced, on ordinary scores and on scores spread over +-1e4 (which take the exact fallback).
 - Scoring sampled items (RRD's K + L items per user, BD's items): the student's scores of users x
-  item lists from its embeddings, as ``Backbone.score`` does it (``index_select`` of the weight's
-  rows, broadcast product summed) against the module call and ``einsum`` it replaced, at ml-100k's and
+  item lists from its embeddings, as ``Backbone.score`` does it (:func:`list_scores`: rows gathered,
+  broadcast product summed, the table's gradient accumulated feature-major) against the same
+  product under autograd and against the module call and ``einsum``, at ml-100k's and
   CiteULike-t's numbers of items.
 
 Defaults are the ml-100k DE-RRD setting: ~3,000 unique users and items per batch of 2,048 triples,
@@ -29,6 +30,7 @@ import torch
 from torch import Tensor
 
 from recbole_kd.experts import DistillationExperts
+from recbole_kd.list_scores import list_scores
 from recbole_kd.losses import expert_reconstruction_loss, relaxed_ranking_loss
 
 
@@ -146,12 +148,14 @@ def rrd_table(args: argparse.Namespace) -> list[str]:
     return rows
 
 
-def scoring_step(items: Tensor, user_e: Tensor, item_weight: Tensor, shipped: bool):
+def scoring_step(items: Tensor, user_e: Tensor, item_weight: Tensor, variant: str):
     """Scores of users x item lists from embedding tables, forward + backward."""
 
     def step() -> None:
         item_weight.grad = user_e.grad = None
-        if shipped:  # Backbone.score
+        if variant == "list_scores":  # Backbone.score
+            scores = list_scores(user_e, item_weight, items)
+        elif variant == "index_select":
             item_e = item_weight.index_select(0, items.reshape(-1)).view(*items.shape, -1)
             scores = (item_e * user_e.unsqueeze(1)).sum(-1)
         else:
@@ -163,17 +167,19 @@ def scoring_step(items: Tensor, user_e: Tensor, item_weight: Tensor, shipped: bo
 
 
 def scoring_table(args: argparse.Namespace) -> list[str]:
-    rows = ["| items | Backbone.score ms | nn.Embedding + einsum ms |", "|---|---|---|"]
+    header = "| items | list_scores ms | index_select + product, autograd ms | nn.Embedding + einsum ms |"
+    rows = [header, "|---|---|---|---|"]
     per_user = args.interesting + args.uninteresting
     for n_items in (1683, 25182):  # ml-100k, CiteULike-t
         items = torch.randint(n_items, (args.users, per_user))
         user_e = torch.randn(args.users, args.student_dim, requires_grad=True)
         item_weight = torch.randn(n_items, args.student_dim, requires_grad=True)
         timings = time_ms(
-            [scoring_step(items, user_e, item_weight, shipped) for shipped in (True, False)],
+            [scoring_step(items, user_e, item_weight, variant)
+             for variant in ("list_scores", "index_select", "einsum")],
             args.repeats,
         )
-        rows.append(f"| {n_items} | {fmt(timings[0])} | {fmt(timings[1])} |")
+        rows.append(f"| {n_items} | " + " | ".join(fmt(t) for t in timings) + " |")
     return rows
 
 

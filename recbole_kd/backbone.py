@@ -20,6 +20,8 @@ from recbole.model.abstract_recommender import GeneralRecommender
 from recbole.utils import InputType, ModelType
 from torch import Tensor
 
+from recbole_kd.list_scores import list_scores
+
 
 class BackboneError(ValueError):
     """The model cannot serve as a teacher or student of the requested method."""
@@ -88,9 +90,8 @@ class Backbone:
     def representations(self, users: Tensor, items: Tensor) -> tuple[Tensor, Tensor]:
         """User vectors [len(users), d] and item vectors [len(items), d], differentiable."""
         m = self.model
-        # Rows taken with index_select: its backward (index_add) measured faster on CPU than
-        # nn.Embedding's for RRD's users x 80 items (benchmarks/kernels.py), and unlike plain
-        # indexing's accumulating index_put it is deterministic with several CPU threads.
+        # Rows taken with index_select: unlike plain indexing's accumulating index_put, its
+        # backward is deterministic with several CPU threads.
         if self.kind == "embedding":
             return (m.user_embedding.weight.index_select(0, users),
                     m.item_embedding.weight.index_select(0, items))
@@ -119,10 +120,12 @@ class Backbone:
     def score(self, users: Tensor, items: Tensor) -> Tensor:
         """Scores (logits) of ``items`` [B, n] for ``users`` [B]: [B, n], differentiable."""
         m = self.model
-        if self.kind in ("embedding", "propagated"):
-            user_e, item_e = self.representations(users, items.reshape(-1))
-            # A broadcast product: einsum's batched products of tiny matrices measured slower.
-            return (item_e.view(*items.shape, -1) * user_e.unsqueeze(1)).sum(-1)
+        if self.kind == "embedding":
+            user_e = m.user_embedding.weight.index_select(0, users)
+            return list_scores(user_e, m.item_embedding.weight, items)
+        if self.kind == "propagated":
+            user_all, item_all = m.forward()
+            return list_scores(user_all.index_select(0, users), item_all, items)
         flat_users = users.unsqueeze(1).expand_as(items).reshape(-1)
         if self.kind == "neumf":
             return m.forward(flat_users, items.reshape(-1)).view(items.shape)

@@ -261,7 +261,7 @@ def test_gumbel_softmax_argmax_follows_alpha() -> None:
 
 def _naive_reconstruction(experts: DistillationExperts, student: torch.Tensor, z: torch.Tensor):
     """Reference r = sum_m z_m E_m(s), one expert at a time."""
-    result = torch.zeros(student.shape[0], experts.teacher_dim)
+    result = student.new_zeros(student.shape[0], experts.teacher_dim)
     for m in range(experts.num_experts):
         hidden = torch.relu(student @ experts.w1[m] + experts.b1[m])
         result += z[:, m : m + 1] * (hidden @ experts.w2[m] + experts.b2[m])
@@ -279,12 +279,15 @@ def test_experts_shapes_and_bad_sizes() -> None:
         DistillationExperts(student_dim=4, teacher_dim=7, num_experts=0)
 
 
-@pytest.mark.parametrize("sparse", [False, True])
-def test_experts_batched_reconstruction_matches_loop(sparse: bool) -> None:
+@pytest.mark.parametrize(
+    ("sparse", "dtype", "teacher_dim"),
+    [(False, torch.float32, 12), (True, torch.float32, 12), (True, torch.float64, 13)],
+)
+def test_experts_batched_reconstruction_matches_loop(sparse, dtype, teacher_dim) -> None:
     torch.manual_seed(12)
-    experts = DistillationExperts(student_dim=5, teacher_dim=12, num_experts=6)
-    student = torch.randn(9, 5)
-    z = torch.softmax(torch.randn(9, 6), dim=-1)
+    experts = DistillationExperts(student_dim=5, teacher_dim=teacher_dim, num_experts=6).to(dtype)
+    student = torch.randn(9, 5, dtype=dtype)
+    z = torch.softmax(torch.randn(9, 6, dtype=dtype), dim=-1)
     z[2, 1:4] = 0.0  # some weights exactly zero
     z[5] = 0.0  # a row with no expert at all
     torch.testing.assert_close(
