@@ -215,15 +215,18 @@ def attach_candidates(trainer, config, loaders: Sequence) -> None:
 
 
 def create_trainer(config, model, loaders: Sequence, model_config=None):
-    """The model's trainer (recbole_kd's or RecBole's), evaluating under the run's protocol.
+    """The model's trainer (recbole_kd's or RecBole's), evaluating under the run's protocol,
+    with fused Adam and AdamW under ``kd_fused_optimizer``.
 
     ``model_config`` is the config the trainer trains with (a derived teacher config, say);
     ``config`` is the run's, which decides the protocol and its candidates.
     """
+    from recbole_kd.fused_optimizer import with_fused_optimizer
     from recbole_kd.utils import get_trainer
 
     model_config = model_config or config
     trainer_class = get_trainer(model_config["MODEL_TYPE"], model_config["model"])
-    trainer = with_protocol(trainer_class, config)(model_config, model)
+    trainer_class = with_fused_optimizer(with_protocol(trainer_class, config), model_config)
+    trainer = trainer_class(model_config, model)
     attach_candidates(trainer, config, loaders)
     return trainer

@@ -225,8 +225,8 @@ class BDTrainer(KDTrainer):
         for role in self.ROLES:
             lr = self.config[f"{role}_learning_rate"] or self.learning_rate
             decay = self.config[f"{role}_weight_decay"]
-            self.optimizers[role] = Trainer._build_optimizer(
-                self,
+            # Through self, so that a trainer mixin (e.g. FusedOptimizer) sees each optimizer.
+            self.optimizers[role] = self._build_optimizer(
                 params=getattr(self.model, role).parameters(),
                 learning_rate=lr,
                 weight_decay=self.weight_decay if decay is None else decay,
