@@ -3,9 +3,10 @@
 RRD scores each user of a batch against its K + L sampled items, BD against its drawn items: many
 rows of a (user or item) table per batch. Autograd's backward of a row gather scatters one
 d-vector per gathered row into the table's gradient, which on CPU costs more than the rest of the
-step. Here the gradient is accumulated feature-major instead (a [d, n_rows] buffer, index_add_
-along its rows of length n_rows), which measured 2.5-5x faster on one CPU thread
-(``benchmarks/kernels.py``), stays deterministic with several threads, and runs on any device.
+step. Here, when a batch gathers at least as many rows as the table has, the gradient is
+accumulated feature-major instead (a [d, n_rows] buffer, index_add_ along its rows of length
+n_rows), which measured 2.5-5x faster on one CPU thread (``benchmarks/kernels.py``), stays
+deterministic with several threads, and runs on any device.
 """
 
 from __future__ import annotations
@@ -45,10 +46,20 @@ class _ListScores(torch.autograd.Function):
         if ctx.needs_input_grad[0]:
             grad_user = (grad.unsqueeze(-1) * item_e).sum(1)
         if ctx.needs_input_grad[1]:
-            # Column c of ``rows`` is the gradient of the row gathered at position c. Both factors
-            # contiguous, so the product is laid out feature-major with no copy.
-            user_t = user_e.t().contiguous().unsqueeze(-1)
-            rows = (user_t * grad.contiguous().unsqueeze(0)).view(user_e.shape[1], -1)
-            table_t = rows.new_zeros(rows.shape[0], ctx.table_rows).index_add_(1, flat, rows)
-            grad_table = table_t.t()
+            grad_table = _table_gradient(user_e, grad, flat, ctx.table_rows)
         return grad_user, grad_table, None
+
+
+def _table_gradient(user_e: Tensor, grad: Tensor, flat: Tensor, table_rows: int) -> Tensor:
+    """[table_rows, d]: each gathered row's gradient grad[b, j] * user_e[b], summed per row."""
+    if len(flat) < table_rows:
+        # Fewer gathered rows than table rows (BD's one draw per pair against a large catalogue):
+        # the row scatter is cheap, and a transposed result would cost a strided copy of the
+        # whole table when autograd accumulates it.
+        rows = (grad.unsqueeze(-1) * user_e.unsqueeze(1)).reshape(len(flat), -1)
+        return rows.new_zeros(table_rows, rows.shape[1]).index_add_(0, flat, rows)
+    # Column c of ``rows`` is the gradient of the row gathered at position c. Both factors
+    # contiguous, so the product is laid out feature-major with no copy.
+    user_t = user_e.t().contiguous().unsqueeze(-1)
+    rows = (user_t * grad.contiguous().unsqueeze(0)).view(user_e.shape[1], -1)
+    return rows.new_zeros(rows.shape[0], table_rows).index_add_(1, flat, rows).t()

@@ -54,3 +54,13 @@ def test_table_gradient_is_identical_with_one_and_two_threads():
     finally:
         torch.set_num_threads(threads)
     assert torch.equal(grads[0], grads[1])
+
+
+def test_few_gathered_rows_of_a_large_table_give_the_same_gradients():
+    user_e, table, items = _case(users=4, per_user=3, rows=50, dim=5)  # 12 rows gathered of 50
+    weights = torch.randn(4, 3, dtype=torch.float64)
+    expected = torch.autograd.grad(((table[items] * user_e.unsqueeze(1)).sum(-1) * weights).sum(), (table,))
+    (got,) = torch.autograd.grad((list_scores(user_e, table, items) * weights).sum(), (table,))
+    torch.testing.assert_close(got, expected[0])
+    assert got.is_contiguous()
+    assert torch.autograd.gradcheck(lambda u, t: list_scores(u, t, items), (user_e, table))
