@@ -7,7 +7,7 @@ temperature schedule (tau = 1, every expert weighted) and at its end (tau -> 0, 
 entity), since its cost differs by an order of magnitude between the two.
 
     python benchmarks/speed.py [--epochs 4] [--datasets ml-100k citeulike-t]
-        [--users-dat ../shared/data/citeulike-t/users.dat]
+        [--users-dat ../shared/data/citeulike-t/users.dat] [--set key=value ...]
 """
 
 from __future__ import annotations
@@ -20,6 +20,8 @@ import subprocess
 import sys
 import tempfile
 import time
+
+from recbole_kd.cli import parse_settings
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 DEFAULT_USERS_DAT = os.path.join(HERE, "..", "..", "shared", "data", "citeulike-t", "users.dat")
@@ -93,6 +95,7 @@ def main() -> None:
     parser.add_argument("--epochs", type=int, default=4)
     parser.add_argument("--datasets", nargs="+", default=["ml-100k", "citeulike-t"])
     parser.add_argument("--users-dat", default=DEFAULT_USERS_DAT)
+    parser.add_argument("--set", nargs="*", default=[], help="key=value settings for every run")
     parser.add_argument("--worker", help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.worker:
@@ -102,7 +105,8 @@ def main() -> None:
     workdir = tempfile.mkdtemp(prefix="recbole_kd_speed_")
     os.chdir(workdir)
     base = {"epochs": args.epochs, "show_progress": False, "state": "WARNING", "eval_step": 0,
-            "teacher_config": {"embedding_size": 200}, "student_config": {"embedding_size": 20}}
+            "teacher_config": {"embedding_size": 200}, "student_config": {"embedding_size": 20},
+            **parse_settings(args.set)}
     for name in args.datasets:
         found = dataset_settings(name, args.users_dat, workdir)
         if found is None:
