@@ -1,10 +1,11 @@
 """Adam and AdamW through PyTorch's fused kernel, for every trainer this runner builds.
 
 RecBole builds ``torch.optim.Adam`` with its defaults, which on CPU updates each parameter in
-several passes (moments, square root, division, step). One step over DE's experts and embedding
-tables (1.5 M parameters) measured 8.2 ms that way and 1.5 ms fused (one thread): a large share of
-DE's and of a 200-dimensional teacher's epoch. The update is the same algorithm; results differ
-from the unfused kernel by float rounding only. Applied to baselines as to distillation, so
+several passes (moments, square root, division, step); the fused kernel makes one. One step over
+DE's experts and embedding tables (1.5 M parameters, one thread) measured 3.5 ms that way and
+1.5 ms fused with its data in cache, and more apart within training (``benchmarks/kernels.py``,
+``benchmarks/speed.py``). The update is the same algorithm; results differ from the unfused
+kernel by float rounding only. Applied to baselines as to distillation, so
 comparisons run by recbole_kd keep one optimizer implementation.
 """
 

@@ -2,11 +2,11 @@
 
 RRD scores each user of a batch against its K + L sampled items, BD against its drawn items: many
 rows of a (user or item) table per batch. Autograd's backward of a row gather scatters one
-d-vector per gathered row into the table's gradient, which on CPU costs more than the rest of the
-step. Here, when a batch gathers at least as many rows as the table has, the gradient is
-accumulated feature-major instead (a [d, n_rows] buffer, index_add_ along its rows of length
-n_rows), which measured 2.5-5x faster on one CPU thread (``benchmarks/kernels.py``), stays
-deterministic with several threads, and runs on any device.
+d-vector per gathered row into the table's gradient, RRD's most expensive operation on CPU. Here,
+when a batch gathers at least as many rows as the table has, the gradient is accumulated
+feature-major instead (a [d, n_rows] buffer, index_add_ along its rows of length n_rows): the
+whole forward + backward measured 1.3-1.5x faster on one CPU thread (``benchmarks/kernels.py``),
+stays deterministic with several threads, and runs on any device.
 """
 
 from __future__ import annotations
