@@ -11,9 +11,9 @@ comparisons run by recbole_kd keep one optimizer implementation.
 
 from __future__ import annotations
 
-from functools import cache
-
 import torch
+
+from recbole_kd.utils import with_mixin
 
 _FUSABLE = (torch.optim.Adam, torch.optim.AdamW)
 
@@ -46,17 +46,8 @@ class FusedOptimizer:
         return fused_copy(super()._build_optimizer(**kwargs))
 
 
-@cache
-def _with_mixin(trainer_class: type) -> type:
-    return type(
-        f"Fused{trainer_class.__name__}",
-        (FusedOptimizer, trainer_class),
-        {"__doc__": f"{trainer_class.__name__} whose Adam and AdamW run fused."},
-    )
-
-
 def with_fused_optimizer(trainer_class: type, config) -> type:
     """``trainer_class`` with fused Adam and AdamW when ``kd_fused_optimizer`` is on; else itself."""
     if not config["kd_fused_optimizer"] or issubclass(trainer_class, FusedOptimizer):
         return trainer_class
-    return _with_mixin(trainer_class)
+    return with_mixin(FusedOptimizer, trainer_class, "Fused", "whose Adam and AdamW run fused.")

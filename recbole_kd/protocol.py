@@ -21,13 +21,13 @@ and ``properties/protocols/derrd.yaml`` filters such users out (``user_inter_num
 from __future__ import annotations
 
 from collections.abc import Sequence
-from functools import cache
 from typing import Any
 
 import numpy as np
 import torch
 
 from recbole_kd.config import KDConfigError
+from recbole_kd.utils import with_mixin
 
 FULL = "full"
 FIXED_SAMPLED = "fixed_sampled"
@@ -189,21 +189,13 @@ class FixedSampledEvaluation:
         return interaction, scores, positive_u, positive_i
 
 
-@cache
-def _with_mixin(trainer_class: type) -> type:
-    return type(
-        f"FixedSampled{trainer_class.__name__}",
-        (FixedSampledEvaluation, trainer_class),
-        {"__doc__": f"{trainer_class.__name__} evaluated under kd_eval_protocol: fixed_sampled."},
-    )
-
-
 def with_protocol(trainer_class: type, config) -> type:
     """``trainer_class`` itself for ``kd_eval_protocol: full``; else a subclass evaluating under
     the fixed-sampled protocol (candidates attached with ``attach_candidates``)."""
     if (config["kd_eval_protocol"] or FULL) == FULL:
         return trainer_class
-    return _with_mixin(trainer_class)
+    return with_mixin(FixedSampledEvaluation, trainer_class, "FixedSampled",
+                      "evaluated under kd_eval_protocol: fixed_sampled.")
 
 
 def attach_candidates(trainer, config, loaders: Sequence) -> None:

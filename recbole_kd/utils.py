@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import importlib
 import os
-from functools import lru_cache
+from functools import cache, lru_cache
 
 from recbole.utils import get_model as recbole_get_model
 from recbole.utils import get_trainer as recbole_get_trainer
@@ -48,3 +48,14 @@ def get_trainer(model_type, model_name: str) -> type:
 
         return trainer.BDTrainer if model_name == "BD" else trainer.KDTrainer
     return recbole_get_trainer(model_type, model_name)
+
+
+@cache
+def with_mixin(mixin: type, trainer_class: type, prefix: str, summary: str) -> type:
+    """``trainer_class`` with ``mixin`` in front, named ``prefix`` + its name; one class per pair,
+    so repeated runs share it."""
+    return type(
+        f"{prefix}{trainer_class.__name__}",
+        (mixin, trainer_class),
+        {"__doc__": f"{trainer_class.__name__} {summary}"},
+    )
