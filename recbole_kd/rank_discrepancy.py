@@ -40,20 +40,24 @@ def _sort_keys(scores: Tensor, descending: bool) -> Tensor:
     return keys.bitwise_not_() if descending else keys  # ~k = -k - 1: reversed, no overflow
 
 
-def _radix_row_order(keys: np.ndarray) -> np.ndarray:
-    """int64 [R, I]: stable ascending order of each row of C-contiguous int32 ``keys`` [R, I].
+def _radix_row_order(keys: np.ndarray, out: Tensor) -> None:
+    """Writes into ``out`` (int64 [R, I]) the stable ascending order of each row of C-contiguous
+    int32 ``keys`` [R, I].
 
     A least-significant-digit radix sort in two stable passes over 16-bit halves (numpy's argsort
     radix-sorts 16-bit integers in linear time): by the low half, then by the high half with its
-    sign bit flipped, which orders signed values as unsigned ones.
+    sign bit flipped, which orders signed values as unsigned ones. The permutations are applied
+    with torch's row gather, measured 2x faster than numpy's ``take_along_axis``.
     """
     low, high = (0, 1) if sys.byteorder == "little" else (1, 0)
     halves = keys.view(np.uint16).reshape(*keys.shape, 2)
-    first = np.argsort(halves[..., low], axis=1, kind="stable")
-    high_half = np.take_along_axis(halves[..., high], first, axis=1) ^ np.uint16(0x8000)
-    second = np.argsort(high_half, axis=1, kind="stable")
+    first = torch.from_numpy(np.argsort(halves[..., low], axis=1, kind="stable"))
+    # torch gathers no uint16: int16 carries the same bits.
+    high_half = torch.from_numpy(np.ascontiguousarray(halves[..., high]).view(np.int16))
+    high_sorted = high_half.gather(1, first).numpy().view(np.uint16) ^ np.uint16(0x8000)
     del high_half
-    return np.take_along_axis(first, second, axis=1)
+    second = torch.from_numpy(np.argsort(high_sorted, axis=1, kind="stable"))
+    torch.gather(first, 1, second, out=out)
 
 
 def stable_row_order(keys: Tensor) -> Tensor:
@@ -61,18 +65,17 @@ def stable_row_order(keys: Tensor) -> Tensor:
 
     On CPU the same permutation comes from a radix sort, about 2.5x faster than torch's
     comparison sort at 28k items per row (the sort dominates a refresh). It runs over blocks of
-    rows in torch's number of threads (numpy releases the GIL while sorting), writing into the
+    rows in torch's number of threads (numpy and torch release the GIL), writing into the
     output, so its temporaries are bounded by the block, not the chunk.
     """
     if keys.device.type != "cpu":
         return torch.sort(keys, dim=1, stable=True).indices
     source = keys.contiguous().numpy()
     order = torch.empty(keys.shape, dtype=torch.long)
-    target = order.numpy()
     rows = max(1, RADIX_BLOCK // max(keys.shape[1], 1))
 
     def sort_block(start: int) -> None:
-        target[start : start + rows] = _radix_row_order(source[start : start + rows])
+        _radix_row_order(source[start : start + rows], order[start : start + rows])
 
     starts = range(0, keys.shape[0], rows)
     threads = min(torch.get_num_threads(), len(starts))
