@@ -14,11 +14,13 @@ import pytest
 import scipy.sparse as sp
 import torch
 
+from recbole_kd import rank_discrepancy
 from recbole_kd.rank_discrepancy import (
     RankDiscrepancySampler,
     discrepancy_weights,
     occurrence_index,
     ranks_from_scores,
+    stable_row_order,
 )
 from recbole_kd.samplers import RelaxedRankingSampler, teacher_top_n
 from tests.sampling_helpers import check_frequencies, list_positions, random_positives, same_rows
@@ -56,6 +58,23 @@ def test_ranks_match_a_float_sort(convention: str) -> None:
         order = eligible[scores[row, eligible].argsort(descending=convention == "paper")]
         assert ranks[row, order].tolist() == list(range(1, len(eligible) + 1))
         assert (ranks[row, excluded[row]] == 0).all()
+
+
+@pytest.mark.parametrize("threads", [1, 2])
+def test_radix_row_order_equals_a_stable_sort_across_blocks(monkeypatch, threads: int) -> None:
+    # Few distinct keys (many ties) spanning both signs and both 16-bit halves; blocks of 3 rows
+    # so that rows 0..9 are sorted in four blocks, by one thread or two.
+    generator = torch.Generator().manual_seed(13)
+    keys = torch.randint(-3, 3, (10, 500), generator=generator, dtype=torch.int32) * 40_000
+    keys[0, :5] = torch.tensor([torch.iinfo(torch.int32).min, torch.iinfo(torch.int32).max, 0, -1, 1])
+    monkeypatch.setattr(rank_discrepancy, "RADIX_BLOCK", 3 * 500)
+    previous = torch.get_num_threads()
+    torch.set_num_threads(threads)
+    try:
+        order = stable_row_order(keys)
+    finally:
+        torch.set_num_threads(previous)
+    assert torch.equal(order, torch.sort(keys, dim=1, stable=True).indices)
 
 
 @pytest.mark.parametrize(
