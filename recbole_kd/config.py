@@ -66,6 +66,7 @@ KEY_RULES: dict[str, tuple[Callable[[Any], bool], str]] = {
     "kd_chunk_size": (_positive_int, "a positive int (users scored at once)"),
     "kd_student_alone": (_is_bool, "true or false"),
     "kd_fused_optimizer": (_is_bool, "true or false"),
+    "kd_keep_freed_memory": (_is_bool, "true or false"),
     "kd_resume": (_optional_str, "the '-last.pth' (or BD) checkpoint of a run to continue"),
     "de_weight": (_non_negative, "a number >= 0"),
     "de_num_experts": (_positive_int, "a positive int"),

@@ -208,15 +208,19 @@ def attach_candidates(trainer, config, loaders: Sequence) -> None:
 
 def create_trainer(config, model, loaders: Sequence, model_config=None):
     """The model's trainer (recbole_kd's or RecBole's), evaluating under the run's protocol,
-    with fused Adam and AdamW under ``kd_fused_optimizer``.
+    with fused Adam and AdamW under ``kd_fused_optimizer``; ``kd_keep_freed_memory`` applies the
+    process-wide heap setting of :mod:`recbole_kd.heap` before it trains.
 
     ``model_config`` is the config the trainer trains with (a derived teacher config, say);
     ``config`` is the run's, which decides the protocol and its candidates.
     """
     from recbole_kd.fused_optimizer import with_fused_optimizer
+    from recbole_kd.heap import keep_freed_memory
     from recbole_kd.utils import get_trainer
 
     model_config = model_config or config
+    if config["kd_keep_freed_memory"]:
+        keep_freed_memory()
     trainer_class = get_trainer(model_config["MODEL_TYPE"], model_config["model"])
     trainer_class = with_fused_optimizer(with_protocol(trainer_class, config), model_config)
     trainer = trainer_class(model_config, model)
