@@ -2,11 +2,12 @@
 
 Every measurement runs in a fresh process, so its peak memory (RSS) is its own. Epoch times
 exclude evaluation; the first epoch (one-time work: the teacher's top-N lists, BD's first rank
-refresh) is reported apart from the steady epochs. DE is measured twice: at the start of the
+refresh) is reported apart from the steady epochs, whose median is the row's figure; runs of
+short epochs go on until their steady epochs take ``--min-seconds``. DE is measured twice: at the start of the
 temperature schedule (tau = 1, every expert weighted) and at its end (tau -> 0, one expert per
 entity), since its cost differs by an order of magnitude between the two.
 
-    python benchmarks/speed.py [--epochs 4] [--datasets ml-100k citeulike-t]
+    python benchmarks/speed.py [--epochs 4] [--min-seconds 3] [--datasets ml-100k citeulike-t]
         [--users-dat ../shared/data/citeulike-t/users.dat] [--set key=value ...]
 """
 
@@ -16,6 +17,7 @@ import argparse
 import json
 import os
 import resource
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -25,6 +27,8 @@ from recbole_kd.cli import parse_settings
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 DEFAULT_USERS_DAT = os.path.join(HERE, "..", "..", "shared", "data", "citeulike-t", "users.dat")
+
+MAX_EPOCHS = 40  # per run, however short its epochs
 
 # (row name, model, settings); teacher and student alone come first and are saved for the rest.
 RUNS = [
@@ -51,12 +55,19 @@ def worker(spec: dict) -> dict:
     init_logger(config)
     train_data, valid_data, test_data, model = build(config)
     trainer = create_trainer(config, model, (train_data, valid_data, test_data))
+    # Short epochs are repeated until the steady ones add up to min_seconds, so that the cheap
+    # rows (the ratios' denominators) are not a few noisy samples; BD stops before its next
+    # refresh, which is accounted for apart.
+    most = config["bd_update_epochs"] if hasattr(model, "sampler") else MAX_EPOCHS
     seconds = []
-    for epoch in range(config["epochs"]):
+    while len(seconds) < max(config["epochs"], 2) or (
+        sum(seconds[1:]) < spec["min_seconds"] and len(seconds) < most
+    ):
         start = time.perf_counter()
-        trainer._train_epoch(train_data, epoch)
+        trainer._train_epoch(train_data, len(seconds))
         seconds.append(time.perf_counter() - start)
-    out = {"first": seconds[0], "steady": sum(seconds[1:]) / max(len(seconds) - 1, 1),
+    out = {"first": seconds[0], "steady": statistics.median(seconds[1:]),
+           "steady_epochs": len(seconds) - 1,
            "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}
     sampler = getattr(model, "sampler", None)
     if sampler is not None:  # BD: refresh time, amortised over bd_update_epochs
@@ -66,7 +77,7 @@ def worker(spec: dict) -> dict:
         if hasattr(distiller, "top_n_seconds"):
             out["top_n"] = distiller.top_n_seconds
     if spec.get("save"):
-        trainer._save_checkpoint(config["epochs"] - 1, verbose=False, saved_model_file=spec["save"])
+        trainer._save_checkpoint(len(seconds) - 1, verbose=False, saved_model_file=spec["save"])
     return out
 
 
@@ -92,7 +103,9 @@ def dataset_settings(name: str, users_dat: str, workdir: str) -> tuple[str, dict
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--epochs", type=int, default=4)
+    parser.add_argument("--epochs", type=int, default=4, help="epochs per run, at least")
+    parser.add_argument("--min-seconds", type=float, default=3.0,
+                        help="steady epochs are added until they take this long (at most 40)")
     parser.add_argument("--datasets", nargs="+", default=["ml-100k", "citeulike-t"])
     parser.add_argument("--users-dat", default=DEFAULT_USERS_DAT)
     parser.add_argument("--set", nargs="*", default=[], help="key=value settings for every run")
@@ -118,7 +131,8 @@ def main() -> None:
         for row, model, settings in RUNS:
             config = {**base, **data, **settings, "teacher_checkpoint": teacher_file,
                       "student_checkpoint": student_file}
-            spec = {"model": model, "dataset": dataset, "config": config}
+            spec = {"model": model, "dataset": dataset, "config": config,
+                    "min_seconds": args.min_seconds}
             if row.endswith("alone"):
                 spec["save"] = teacher_file if row.startswith("teacher") else student_file
             rows[row] = measure(spec)
