@@ -29,6 +29,8 @@ class BackboneError(ValueError):
 
 # How scores and representations are read from a model, by class name; others are "generic".
 _KINDS = {"BPR": "embedding", "LightGCN": "propagated", "NeuMF": "neumf"}
+# Kinds whose scores are inner products of a user table's and an item table's rows.
+_TABLE_KINDS = ("embedding", "propagated")
 
 
 def check_general_model(model_class: type, role: str) -> None:
@@ -92,12 +94,9 @@ class Backbone:
         m = self.model
         # Rows taken with index_select: unlike plain indexing's accumulating index_put, its
         # backward is deterministic with several CPU threads.
-        if self.kind == "embedding":
-            return (m.user_embedding.weight.index_select(0, users),
-                    m.item_embedding.weight.index_select(0, items))
-        if self.kind == "propagated":
-            user_all, item_all = m.forward()
-            return user_all.index_select(0, users), item_all.index_select(0, items)
+        if self.kind in _TABLE_KINDS:
+            user_table, item_table = self._tables()
+            return user_table.index_select(0, users), item_table.index_select(0, items)
         if self.kind == "neumf":
             return (
                 torch.cat([m.user_mf_embedding(users), m.user_mlp_embedding(users)], dim=-1),
@@ -105,6 +104,13 @@ class Backbone:
             )
         check_representations(type(m), "")
         raise AssertionError("unreachable: every kind in _KINDS has representations")
+
+    def _tables(self) -> tuple[Tensor, Tensor]:
+        """All users' and all items' vectors of a model whose scores are their inner products."""
+        m = self.model
+        if self.kind == "embedding":
+            return m.user_embedding.weight, m.item_embedding.weight
+        return m.forward()  # "propagated": LightGCN-style propagation over the whole graph
 
     @property
     def device(self) -> torch.device:
@@ -120,12 +126,9 @@ class Backbone:
     def score(self, users: Tensor, items: Tensor) -> Tensor:
         """Scores (logits) of ``items`` [B, n] for ``users`` [B]: [B, n], differentiable."""
         m = self.model
-        if self.kind == "embedding":
-            user_e = m.user_embedding.weight.index_select(0, users)
-            return list_scores(user_e, m.item_embedding.weight, items)
-        if self.kind == "propagated":
-            user_all, item_all = m.forward()
-            return list_scores(user_all.index_select(0, users), item_all, items)
+        if self.kind in _TABLE_KINDS:
+            user_table, item_table = self._tables()
+            return list_scores(user_table.index_select(0, users), item_table, items)
         flat_users = users.unsqueeze(1).expand_as(items).reshape(-1)
         if self.kind == "neumf":
             return m.forward(flat_users, items.reshape(-1)).view(items.shape)
