@@ -200,13 +200,12 @@ def optimizer_table(args: argparse.Namespace) -> list[str]:
     tables = [torch.nn.Parameter(torch.randn(n, args.student_dim)) for n in (944, 1683)]
     rows = ["| parameters | RecBole's Adam ms | fused Adam ms |", "|---|---|---|"]
     params = [p for module in modules for p in module.parameters()] + tables
-    for param in params:
-        param.grad = torch.randn_like(param)
-    # Separate copies, so each optimizer keeps its own moments.
+    grads = [torch.randn_like(param) for param in params]
+    # Separate copies with the same gradients, so each optimizer keeps its own moments.
     copies = [[torch.nn.Parameter(p.detach().clone()) for p in params] for _ in range(2)]
     for copy in copies:
-        for param, original in zip(copy, params):
-            param.grad = original.grad.clone()
+        for param, grad in zip(copy, grads):
+            param.grad = grad.clone()
     timings = time_ms([optimizer_step(copies[0], False), optimizer_step(copies[1], True)],
                       args.repeats)
     count = sum(p.numel() for p in params)

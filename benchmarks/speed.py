@@ -3,9 +3,9 @@
 Every measurement runs in a fresh process, so its peak memory (RSS) is its own. Epoch times
 exclude evaluation; the first epoch (one-time work: the teacher's top-N lists, BD's first rank
 refresh) is reported apart from the steady epochs, whose median is the row's figure; runs of
-short epochs go on until their steady epochs take ``--min-seconds``. DE is measured twice: at the start of the
-temperature schedule (tau = 1, every expert weighted) and at its end (tau -> 0, one expert per
-entity), since its cost differs by an order of magnitude between the two.
+short epochs go on until their steady epochs take ``--min-seconds``. DE is measured twice: at
+the start of the temperature schedule (tau = 1, every expert weighted) and at its end (tau -> 0,
+one expert per entity), since its cost differs by an order of magnitude between the two.
 
     python benchmarks/speed.py [--epochs 4] [--min-seconds 3] [--datasets ml-100k citeulike-t]
         [--users-dat ../shared/data/citeulike-t/users.dat] [--set key=value ...]
