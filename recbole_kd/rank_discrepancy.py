@@ -20,7 +20,7 @@ import scipy.sparse as sp
 import torch
 from torch import Tensor
 
-from recbole_kd.samplers import PositiveRows, ScoreFn, make_generator, user_chunks
+from recbole_kd.samplers import PositiveRows, ScoreFn, fill_cells, make_generator, user_chunks
 
 CONVENTIONS = ("paper", "reference_code")
 POSITIVES_MODES = ("exclude", "score_zero")
@@ -89,14 +89,15 @@ def stable_row_order(keys: Tensor) -> Tensor:
 
 
 def ranks_from_scores(
-    scores: Tensor, exclude_mask: Tensor | None = None, convention: str = "paper"
+    scores: Tensor, excluded: Tensor | None = None, convention: str = "paper"
 ) -> Tensor:
     """Rank position of every item in every row, from one sort per row.
 
     Args:
         scores: [C, I] scores of C users over I items, compared as float32; ties (in float32) go
             to the lower item id first.
-        exclude_mask: optional bool [C, I]; True items are ranked after every other item and
+        excluded: optional LongTensor of flat positions ``row * I + item`` (see
+            :meth:`PositiveRows.cells`); those items are ranked after every other item and
             returned as rank 0 (no meaningful rank: their sampling weight is zeroed).
         convention: ``"paper"``: rank 1 = highest score; ``"reference_code"``: rank 1 = LOWEST
             score (the authors' notebook sorts ascending).
@@ -108,17 +109,17 @@ def ranks_from_scores(
     if convention not in CONVENTIONS:
         raise ValueError(f"convention must be one of {CONVENTIONS}, got {convention!r}")
     keys = _sort_keys(scores, descending=convention == "paper")
-    if exclude_mask is not None:
+    if excluded is not None:
         # Park excluded items behind all eligible ones so those hold ranks 1..n_eligible.
-        keys.masked_fill_(exclude_mask, torch.iinfo(torch.int32).max)
+        keys.view(-1).index_fill_(0, excluded, torch.iinfo(torch.int32).max)
     # A stable sort breaks ties by item id, so ranks do not depend on the device's sort kernel.
     order = stable_row_order(keys)
     del keys
     positions = torch.arange(1, scores.shape[1] + 1, dtype=torch.int32, device=scores.device)
     positions = positions.expand_as(order)
     ranks = torch.empty_like(order, dtype=torch.int32).scatter_(1, order, positions)
-    if exclude_mask is not None:
-        ranks.masked_fill_(exclude_mask, 0)
+    if excluded is not None:
+        ranks.view(-1).index_fill_(0, excluded, 0)
     return ranks
 
 
@@ -127,7 +128,7 @@ def discrepancy_weights(
     rank_student: Tensor,
     eps_t: float,
     eps_s: float,
-    exclude_mask: Tensor | None = None,
+    excluded: Tensor | None = None,
 ) -> tuple[Tensor, Tensor]:
     """Unnormalised sampling weights of both BD directions, from ranks [C, I] of each model.
 
@@ -138,17 +139,25 @@ def discrepancy_weights(
       largest weight (the row max is subtracted from the exponent) so exp never overflows; only
       proportions within a row matter.
 
-    Items in ``exclude_mask`` (bool [C, I]) get weight 0 in both directions.
+    Items at the flat positions ``excluded`` (``row * I + item``) get weight 0 in both directions.
 
     Returns:
         (w_to_student, w_to_teacher): float32 [C, I] each, non-negative.
     """
-    gap = rank_student.to(torch.float32).sub_(rank_teacher)  # > 0: the teacher ranks j higher
-    w_to_student = (eps_t * gap).clamp_(min=0.0).tanh_()
-    exponent = gap.mul_(-eps_s)
-    if exclude_mask is not None:
-        w_to_student.masked_fill_(exclude_mask, 0.0)
-        exponent.masked_fill_(exclude_mask, float("-inf"))
+    n_items = rank_teacher.shape[1]
+    # rank_S - rank_T is an integer in [-I, I]: tanh and the exponent are evaluated once on that
+    # range and looked up per item, 4x cheaper on CPU than evaluating tanh on every cell, with
+    # the same float32 values.
+    gap = torch.arange(-n_items, n_items + 1, dtype=torch.float32, device=rank_teacher.device)
+    to_student_table = (eps_t * gap).clamp_(min=0.0).tanh_()
+    exponent_table = gap.mul_(-eps_s)
+    index = (rank_student - rank_teacher).add_(n_items).view(-1)
+    w_to_student = to_student_table.index_select(0, index).view(rank_teacher.shape)
+    exponent = exponent_table.index_select(0, index).view(rank_teacher.shape)
+    del index
+    if excluded is not None:
+        w_to_student.view(-1).index_fill_(0, excluded, 0.0)
+        exponent.view(-1).index_fill_(0, excluded, float("-inf"))
     row_max = exponent.amax(dim=1, keepdim=True)
     # A row with every item excluded has max -inf: shift by 0 instead so its weights stay 0.
     row_max = torch.where(torch.isfinite(row_max), row_max, torch.zeros_like(row_max))
@@ -267,26 +276,26 @@ class RankDiscrepancySampler:
         self, users: Tensor, teacher_score_fn: ScoreFn, student_score_fn: ScoreFn
     ) -> tuple[Tensor, Tensor]:
         """(w_to_student, w_to_teacher) float32 [C, n_items] of a chunk of users."""
-        positives = self.positives.mask(users, padding=False)
-        if self.positives_mode == "exclude":
-            excluded = positives.clone()
-        else:
-            excluded = torch.zeros_like(positives)
-        excluded[:, 0] = True
+        # Excluded items as flat positions in the chunk's [C, n_items] matrices: O(positives)
+        # to fill, where dense masks cost passes over the whole chunk.
+        padding = torch.arange(len(users), device=self.device) * self.n_items  # item 0 of each row
+        positives = self.positives.cells(users, padding=False)
+        excluded = torch.cat([padding, positives]) if self.positives_mode == "exclude" else padding
         ranks = []
         for score_fn in (teacher_score_fn, student_score_fn):
             scores = torch.as_tensor(score_fn(users), device=self.device)
             if self.positives_mode == "score_zero":
-                scores = scores.masked_fill(positives, 0.0)
+                scores = fill_cells(scores, positives, 0.0)
             ranks.append(ranks_from_scores(scores, excluded, self.convention))
             del scores  # free each model's scores before the next model's arrive
-        del positives
         w_to_student, w_to_teacher = discrepancy_weights(
             ranks[0], ranks[1], self.eps_t, self.eps_s, excluded
         )
         del ranks
-        agree = ~(w_to_student > 0).any(dim=1)
-        w_to_student[agree] = (~excluded[agree]).to(w_to_student.dtype)
+        agree = w_to_student.amax(dim=1) <= 0  # weights are non-negative: all zero
+        if bool(agree.any()):
+            w_to_student[agree] = 1.0
+            w_to_student.view(-1).index_fill_(0, excluded, 0.0)
         return w_to_student, w_to_teacher
 
     def _draw(self, weights: Tensor, need: Tensor) -> Tensor:
@@ -299,7 +308,7 @@ class RankDiscrepancySampler:
         draw nothing and may have no eligible item.
         """
         flat = torch.empty(int(need.sum()), dtype=self._pool_dtype, device=self.device)
-        if bool(((weights.sum(dim=1) <= 0) & (need > 0)).any()):
+        if bool(((weights.amax(dim=1) <= 0) & (need > 0)).any()):
             raise ValueError("a user with training positives has no eligible item to sample")
         row_start = torch.cumsum(need, dim=0) - need  # where each row's draws go in ``flat``
         bit_length = torch.frexp(need.to(torch.float64)).exponent  # 0 for need 0; exact < 2^53

@@ -26,10 +26,14 @@ from recbole_kd.samplers import RelaxedRankingSampler, teacher_top_n
 from tests.sampling_helpers import check_frequencies, list_positions, random_positives, same_rows
 
 
+def cells(mask: torch.Tensor) -> torch.Tensor:
+    """Flat positions row * I + item of a bool mask [C, I]'s True cells."""
+    return mask.reshape(-1).nonzero().squeeze(1)
+
+
 def test_ranks_follow_each_convention_and_skip_excluded_items() -> None:
     scores = torch.tensor([[9.0, 4.0, 3.0, 2.0, 1.0], [9.0, 1.0, 4.0, 2.0, 3.0]])
-    excluded = torch.zeros_like(scores, dtype=torch.bool)
-    excluded[:, 0] = True
+    excluded = cells(torch.arange(5).expand(2, 5) == 0)
     assert ranks_from_scores(scores, excluded, "paper").tolist() == [
         [0, 1, 2, 3, 4],
         [0, 4, 1, 3, 2],
@@ -52,7 +56,7 @@ def test_ranks_follow_each_convention_and_skip_excluded_items() -> None:
 def test_ranks_match_a_float_sort(convention: str) -> None:
     scores = torch.randn(5, 300, generator=torch.Generator().manual_seed(11)) * 1e3
     excluded = torch.rand(5, 300, generator=torch.Generator().manual_seed(12)) < 0.2
-    ranks = ranks_from_scores(scores, excluded, convention)
+    ranks = ranks_from_scores(scores, cells(excluded), convention)
     for row in range(5):
         eligible = torch.nonzero(~excluded[row]).flatten()
         order = eligible[scores[row, eligible].argsort(descending=convention == "paper")]
@@ -91,11 +95,27 @@ def test_discrepancy_weights_match_hand_computed_values(
 ) -> None:
     teacher = torch.tensor([[9.0, 4.0, 3.0, 2.0, 1.0]])
     student = torch.tensor([[9.0, 1.0, 4.0, 2.0, 3.0]])
-    excluded = torch.tensor([[True, False, False, False, False]])
+    excluded = cells(torch.tensor([[True, False, False, False, False]]))
     rank_t, rank_s = (ranks_from_scores(s, excluded, convention) for s in (teacher, student))
-    w_s, w_t = discrepancy_weights(rank_t, rank_s, eps_t=0.5, eps_s=0.5, exclude_mask=excluded)
+    w_s, w_t = discrepancy_weights(rank_t, rank_s, eps_t=0.5, eps_s=0.5, excluded=excluded)
     torch.testing.assert_close(w_s, torch.tensor([to_student]), rtol=0, atol=1e-6)
     torch.testing.assert_close(w_t, torch.tensor([to_teacher]), rtol=0, atol=1e-6)
+
+
+def test_discrepancy_weights_equal_the_formulas_evaluated_per_item() -> None:
+    # The weights are read from tables over rank gaps -I..I: every gap, both signs, must give
+    # exactly what evaluating the formulas on each item gives.
+    n_items, generator = 2_000, torch.Generator().manual_seed(14)
+    rank_t = torch.stack([torch.randperm(n_items, generator=generator) + 1 for _ in range(6)])
+    rank_s = torch.stack([torch.randperm(n_items, generator=generator) + 1 for _ in range(6)])
+    rank_s[0] = n_items + 1 - rank_t[0]  # reversed: gaps reach -(I - 1) and I - 1
+    rank_t, rank_s = rank_t.int(), rank_s.int()
+    w_s, w_t = discrepancy_weights(rank_t, rank_s, eps_t=0.01, eps_s=0.003)
+    gap = (rank_s - rank_t).float()
+    assert gap.min() == 1 - n_items and gap.max() == n_items - 1
+    assert torch.equal(w_s, (0.01 * gap).clamp(min=0).tanh())
+    exponent = -0.003 * gap
+    assert torch.equal(w_t, (exponent - exponent.amax(dim=1, keepdim=True)).exp())
 
 
 # ---------------------------------------------------------------- BD sampler
