@@ -17,6 +17,7 @@ from __future__ import annotations
 import torch
 from recbole.data.interaction import Interaction
 from recbole.model.abstract_recommender import GeneralRecommender
+from recbole.model.general_recommender import BPR
 from recbole.utils import InputType, ModelType
 from torch import Tensor
 
@@ -87,6 +88,23 @@ class Backbone:
             }
         loss = m.calculate_loss(Interaction(batch))
         return sum(loss) if isinstance(loss, tuple) else loss
+
+    def base_loss_and_scores(
+        self, user: Tensor, pos: Tensor, neg: Tensor, items: Tensor
+    ) -> tuple[Tensor, Tensor]:
+        """``base_loss(user, pos, neg)`` and ``score(user, items)``, both differentiable.
+
+        For RecBole's BPR both come from one :func:`list_scores` over [pos, neg, items]: its loss
+        is BPRLoss on the same inner products, and its embedding layers would otherwise give one
+        dense gradient of the whole item table per lookup (pos, neg, then the distillation
+        items), each zero-filled and summed; here the item table gets one.
+        """
+        if type(self.model) is not BPR:
+            return self.base_loss(user, pos, neg), self.score(user, items)
+        user_table, item_table = self._tables()
+        lists = torch.cat([pos.unsqueeze(1), neg.unsqueeze(1), items], dim=1)
+        scores = list_scores(user_table.index_select(0, user), item_table, lists)
+        return self.model.loss(scores[:, 0], scores[:, 1]), scores[:, 2:]
 
     # ----- representations ----------------------------------------------------------------
     def representations(self, users: Tensor, items: Tensor) -> tuple[Tensor, Tensor]:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import pytest
 import torch
+from recbole.data.interaction import Interaction
 from recbole.utils import init_logger
 
 from recbole_kd.quick_start import build, run_recbole_kd
@@ -59,6 +60,33 @@ def test_teacher_steps_first_and_student_targets_precede_it(small_data):
     model.zero_grad()
     model.losses("student", batch)[1].backward()
     assert all(p.grad is None or not p.grad.any() for p in model.teacher.parameters())
+
+
+def test_bpr_loss_and_scores_in_one_pass_equal_recbole_s_own(small_data, monkeypatch):
+    config = make_config("BD", small_data)
+    init_logger(config)
+    train_data, _, _, model = build(config)
+    model.on_epoch_start(0)
+    batch = model.draw(next(iter(train_data)))
+    bpr = model.teacher_net.model
+
+    def loss_scores_and_gradients(one_pass: bool):
+        bpr.zero_grad()
+        if one_pass:
+            base, scores = model.teacher_net.base_loss_and_scores(
+                batch.user, batch.pos, batch.neg, batch.for_teacher)
+        else:
+            base = bpr.calculate_loss(Interaction(
+                {bpr.USER_ID: batch.user, bpr.ITEM_ID: batch.pos, bpr.NEG_ITEM_ID: batch.neg}))
+            scores = model.teacher_net.score(batch.user, batch.for_teacher)
+        (base + scores.sigmoid().sum()).backward()
+        return [base, scores] + [p.grad.clone() for p in bpr.parameters()]
+
+    expected = loss_scores_and_gradients(one_pass=False)
+    # The one pass must not go through RecBole's calculate_loss at all.
+    monkeypatch.setattr(bpr, "calculate_loss", lambda _: pytest.fail("calculate_loss called"))
+    for got, want in zip(loss_scores_and_gradients(one_pass=True), expected):
+        torch.testing.assert_close(got, want, rtol=1e-5, atol=1e-7)
 
 
 def test_bd_reports_and_exports_both_models(small_data):

@@ -111,13 +111,13 @@ class BD(KnowledgeDistillationModel):
         net: Backbone = getattr(self, f"{role}_net")
         items = getattr(batch, f"for_{role}")
         neg = items[:, 0] if self.sampled_as_negative else batch.neg
-        base = net.base_loss(batch.user, batch.pos, neg)
         if role == "student":
             targets = batch.teacher_targets
         else:
             with torch.no_grad():
                 targets = self.student_net.score(batch.user, items)
-        bd = bidirectional_distillation_loss(net.score(batch.user, items), targets, self.tau)
+        base, scores = net.base_loss_and_scores(batch.user, batch.pos, neg, items)
+        bd = bidirectional_distillation_loss(scores, targets, self.tau)
         return base, self.weight[role] * bd.sum() / len(batch.user)
 
     @property
