@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import torch
 
-from recbole_kd.list_scores import list_scores
+from recbole_kd.list_scores import FEATURE_MAJOR_MAX_DIM, list_scores
 
 
 def _case(dtype=torch.float64, users=6, per_user=7, rows=9, dim=4, seed=0):
@@ -64,3 +64,13 @@ def test_few_gathered_rows_of_a_large_table_give_the_same_gradients():
     torch.testing.assert_close(got, expected[0])
     assert got.is_contiguous()
     assert torch.autograd.gradcheck(lambda u, t: list_scores(u, t, items), (user_e, table))
+
+
+def test_many_gathered_rows_of_a_wide_table_give_the_same_gradients():
+    # 60 rows gathered of 10, each wider than FEATURE_MAJOR_MAX_DIM: scattered row by row.
+    user_e, table, items = _case(users=6, per_user=10, rows=10, dim=FEATURE_MAJOR_MAX_DIM + 8)
+    weights = torch.randn(6, 10, dtype=torch.float64)
+    expected = torch.autograd.grad(((table[items] * user_e.unsqueeze(1)).sum(-1) * weights).sum(), (table,))
+    (got,) = torch.autograd.grad((list_scores(user_e, table, items) * weights).sum(), (table,))
+    torch.testing.assert_close(got, expected[0])
+    assert got.is_contiguous()  # the feature-major path returns a transposed view
