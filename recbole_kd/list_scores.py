@@ -7,7 +7,7 @@ when a batch gathers at least as many rows as a narrow table has, the gradient i
 feature-major instead (a [d, n_rows] buffer, index_add_ along its rows of length n_rows): the
 whole forward + backward measured 1.3-1.5x faster on one CPU thread at d = 20
 (``benchmarks/kernels.py``), stays deterministic with several threads, and runs on any device.
-Rows of 64 floats or more are scattered faster one by one (measured 1.1-1.5x at d = 64 and 200).
+Rows of 64 floats or more are scattered faster one by one (1.05-1.5x at d = 64 and 200).
 """
 
 from __future__ import annotations
