@@ -15,14 +15,13 @@ from __future__ import annotations
 
 import argparse
 import os
-import statistics
 import sys
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from common import markdown_table
 
 from recbole_kd.cli import parse_settings, read_pair
-from recbole_kd.compare import timed_run
+from recbole_kd.compare import mean_and_spread, timed_run
 
 METRICS = ["ndcg@10", "recall@10"]
 
@@ -75,9 +74,9 @@ def one_seed(args, pair: dict, common: dict) -> tuple[list[list], dict[str, list
 
 
 def mean_std(values: list[float], digits: int) -> str:
-    spread = statistics.stdev(values) if len(values) > 1 else 0.0
+    mean, spread = mean_and_spread(values)
     each = ", ".join(f"{v:.{digits}f}" for v in values)
-    return f"{statistics.mean(values):.{digits}f} ± {spread:.{digits}f} ({each})"
+    return f"{mean:.{digits}f} ± {spread:.{digits}f} ({each})"
 
 
 def main() -> None:

@@ -94,16 +94,14 @@ class Backbone:
     ) -> tuple[Tensor, Tensor]:
         """``base_loss(user, pos, neg)`` and ``score(user, items)``, both differentiable.
 
-        For RecBole's BPR both come from one :func:`list_scores` over [pos, neg, items]: its loss
+        For RecBole's BPR both come from one :meth:`score` over [pos, neg, items]: its loss
         is BPRLoss on the same inner products, and its embedding layers would otherwise give one
         dense gradient of the whole item table per lookup (pos, neg, then the distillation
         items), each zero-filled and summed; here the item table gets one.
         """
         if type(self.model) is not BPR:
             return self.base_loss(user, pos, neg), self.score(user, items)
-        user_table, item_table = self._tables()
-        lists = torch.cat([pos.unsqueeze(1), neg.unsqueeze(1), items], dim=1)
-        scores = list_scores(user_table.index_select(0, user), item_table, lists)
+        scores = self.score(user, torch.cat([pos.unsqueeze(1), neg.unsqueeze(1), items], dim=1))
         return self.model.loss(scores[:, 0], scores[:, 1]), scores[:, 2:]
 
     # ----- representations ----------------------------------------------------------------

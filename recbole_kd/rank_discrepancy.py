@@ -278,7 +278,7 @@ class RankDiscrepancySampler:
         """(w_to_student, w_to_teacher) float32 [C, n_items] of a chunk of users."""
         # Excluded items as flat positions in the chunk's [C, n_items] matrices: O(positives)
         # to fill, where dense masks cost passes over the whole chunk.
-        padding = torch.arange(len(users), device=self.device) * self.n_items  # item 0 of each row
+        padding = self.positives.padding_cells(users)
         positives = self.positives.cells(users, padding=False)
         excluded = torch.cat([padding, positives]) if self.positives_mode == "exclude" else padding
         ranks = []

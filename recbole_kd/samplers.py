@@ -81,8 +81,13 @@ class PositiveRows:
         n_items = self.shape[1]
         cells = rows * n_items + self.indices[starts[rows] + within]
         if padding:
-            cells = torch.cat([torch.arange(len(users), device=users.device) * n_items, cells])
+            cells = torch.cat([self.padding_cells(users), cells])
         return cells
+
+    def padding_cells(self, users: Tensor) -> Tensor:
+        """LongTensor: flat positions of item 0 (padding) in each row of a [len(users), n_items]
+        matrix."""
+        return torch.arange(len(users), device=users.device) * self.shape[1]
 
     def mask(self, users: Tensor, padding: bool = True) -> Tensor:
         """BoolTensor [len(users), n_items]: True at each user's training positives.
