@@ -26,6 +26,9 @@ from typing import Any
 import numpy as np
 import torch
 
+from recbole.utils import get_local_time
+
+from recbole_kd import checkpoint
 from recbole_kd.config import KDConfigError
 from recbole_kd.utils import with_mixin
 
@@ -224,5 +227,7 @@ def create_trainer(config, model, loaders: Sequence, model_config=None):
     trainer_class = get_trainer(model_config["MODEL_TYPE"], model_config["model"])
     trainer_class = with_fused_optimizer(with_protocol(trainer_class, config), model_config)
     trainer = trainer_class(model_config, model)
+    trainer.saved_model_file = checkpoint.run_file(
+        model_config["checkpoint_dir"], model_config["model"], get_local_time())
     attach_candidates(trainer, config, loaders)
     return trainer

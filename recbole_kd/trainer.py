@@ -14,8 +14,8 @@ from recbole.utils import calculate_valid_score, dict2str, early_stopping, set_c
 from torch.nn.utils import clip_grad_norm_
 from tqdm import tqdm
 
+from recbole_kd import checkpoint
 from recbole_kd.backbone import clear_caches
-from recbole_kd.model.base import atomic_save
 
 
 def check_finite(losses, names: list[str]) -> None:
@@ -28,24 +28,12 @@ def check_finite(losses, names: list[str]) -> None:
             )
 
 
-def load_checkpoint(path, device) -> dict:
-    if not os.path.isfile(str(path)):
-        raise FileNotFoundError(f"Checkpoint to resume from not found: '{path}'.")
-    return torch.load(str(path), map_location=device, weights_only=False)
-
-
 class KDTrainer(Trainer):
     """RecBole's Trainer with an epoch-start hook for the model and named loss terms.
 
     The optimizer holds the trainable parameters only (the student and the distillers' own
     networks), never the frozen teacher.
     """
-
-    def __init__(self, config, model):
-        super().__init__(config, model)
-        # Two runs started within the same second would share RecBole's time-stamped file name.
-        root, ext = os.path.splitext(self.saved_model_file)
-        self.saved_model_file = f"{root}-{os.getpid()}{ext}"
 
     _train_data = None  # the loader being trained on, whose shuffling state checkpoints keep
     _pending_rng: dict | None = None  # random states read by resume_checkpoint, set by fit
@@ -110,36 +98,38 @@ class KDTrainer(Trainer):
     def _save_checkpoint(self, epoch, verbose=True, **kwargs):
         """RecBole's best-model checkpoint, written atomically."""
         path = kwargs.pop("saved_model_file", self.saved_model_file)
-        state = {
-            "config": self.config,
-            "epoch": epoch,
-            "cur_step": self.cur_step,
-            "best_valid_score": self.best_valid_score,
-            "state_dict": self.model.state_dict(),
-            "other_parameter": self.model.other_parameter(),
-            "optimizer": self.optimizer.state_dict(),
-        }
-        atomic_save(state, path)
+        state = checkpoint.make(
+            "model", self.config, self._best_state_dict(), self.model.other_parameter(),
+            epoch=epoch, cur_step=self.cur_step, best_valid_score=self.best_valid_score,
+            optimizer=self.optimizer.state_dict(),
+        )
+        checkpoint.atomic_save(state, path)
         if verbose:
             self.logger.info(set_color("Saving current", "blue") + f": {path}")
 
+    def _best_state_dict(self) -> dict:
+        """The weights the best-model checkpoint holds: the model's current ones."""
+        return self.model.state_dict()
+
+    def _resume_fields(self) -> dict:
+        """What this trainer adds to a resume point beyond the model and the random states."""
+        return {
+            "best_valid_result": self.best_valid_result,
+            "optimizers": {"student": self.optimizer.state_dict()},
+        }
+
+    def _load_resume_fields(self, saved: dict) -> None:
+        self.best_valid_result = saved["best_valid_result"]
+        self.optimizer.load_state_dict(saved["optimizers"]["student"])
+
     def _save_resume_point(self, epoch: int) -> None:
         """Everything needed to continue after ``epoch`` exactly as if never stopped."""
-        atomic_save(
-            {
-                "config": self.config,
-                "epoch": epoch,
-                "cur_step": self.cur_step,
-                "best_valid_score": self.best_valid_score,
-                "best_valid_result": self.best_valid_result,
-                "saved_model_file": self.saved_model_file,
-                "state_dict": self.model.state_dict(),
-                "other_parameter": self.model.other_parameter(),
-                "optimizer": self.optimizer.state_dict(),
-                "rng": self.rng_state(),
-            },
-            self.resume_file,
+        state = checkpoint.make(
+            "resume", self.config, self.model.state_dict(), self.model.other_parameter(),
+            epoch=epoch, cur_step=self.cur_step, best_valid_score=self.best_valid_score,
+            saved_model_file=self.saved_model_file, rng=self.rng_state(), **self._resume_fields(),
         )
+        checkpoint.atomic_save(state, self.resume_file)
 
     def fit(self, train_data, valid_data=None, verbose=True, saved=True, show_progress=False,
             callback_fn=None):
@@ -154,22 +144,16 @@ class KDTrainer(Trainer):
         return super().fit(train_data, valid_data, verbose, saved, show_progress, after_validation)
 
     def resume_checkpoint(self, resume_file):
-        """Continue a run from its ``-last.pth`` file (or a BD checkpoint, see BDTrainer)."""
-        checkpoint = load_checkpoint(resume_file, self.device)
-        if "rng" not in checkpoint:
-            raise ValueError(
-                f"'{resume_file}' is a best-model checkpoint, not a resume point: pass the run's "
-                "'-last.pth' file to kd_resume."
-            )
-        self.saved_model_file = checkpoint["saved_model_file"]
-        self.start_epoch = checkpoint["epoch"] + 1
-        self.cur_step = checkpoint["cur_step"]
-        self.best_valid_score = checkpoint["best_valid_score"]
-        self.best_valid_result = checkpoint["best_valid_result"]
-        self.model.load_state_dict(checkpoint["state_dict"])
-        self.model.load_other_parameter(checkpoint.get("other_parameter"))
-        self.optimizer.load_state_dict(checkpoint["optimizer"])
-        self._pending_rng = checkpoint["rng"]
+        """Continue a run from its ``-last.pth`` resume point."""
+        saved = checkpoint.read(resume_file, "kd_resume", kinds=("resume",), device=self.device)
+        self.saved_model_file = saved["saved_model_file"]
+        self.start_epoch = saved["epoch"] + 1
+        self.cur_step = saved["cur_step"]
+        self.best_valid_score = saved["best_valid_score"]
+        self.model.load_state_dict(saved["state_dict"])
+        self.model.load_other_parameter(saved.get("other_parameter"))
+        self._load_resume_fields(saved)
+        self._pending_rng = saved["rng"]
         self.logger.info(f"Checkpoint loaded. Resume training from epoch {self.start_epoch}")
 
     def _generate_train_loss_output(self, epoch_idx, s_time, e_time, losses):
@@ -257,9 +241,11 @@ class BDTrainer(KDTrainer):
                 totals[2 * index + 1] += bd.item()
         return tuple(totals)
 
-    def _validate(self, valid_data, epoch_idx: int, verbose: bool, show_progress: bool) -> bool:
-        """Evaluate both models and update their tracks; True when both have stopped improving."""
-        stopped = []
+    def _validate(self, valid_data, epoch_idx: int, verbose: bool,
+                  show_progress: bool) -> tuple[bool, bool]:
+        """Evaluate both models and update their tracks: (either improved, both have stopped
+        improving). RecBole's own counters follow the student's track."""
+        stopped, improvements = [], []
         for role in self.ROLES:
             start = time()
             result = self.evaluate_role(valid_data, role, show_progress)
@@ -276,6 +262,7 @@ class BDTrainer(KDTrainer):
                     for k, v in getattr(self.model, role).state_dict().items()
                 }
             stopped.append(stop)
+            improvements.append(improved)
             if verbose:
                 self.logger.info(
                     set_color(f"epoch {epoch_idx} evaluating {role}", "green")
@@ -284,7 +271,10 @@ class BDTrainer(KDTrainer):
                     + set_color(f"{role} valid result", "blue") + ": \n" + dict2str(result)
                 )
             self.tensorboard.add_scalar(f"Valid_score/{role}", score, epoch_idx)
-        return all(stopped)
+        student = self.tracks["student"]
+        self.best_valid_score, self.cur_step = student.best_score, student.cur_step
+        self.best_valid_result = student.best_result
+        return any(improvements), all(stopped)
 
     def fit(self, train_data, valid_data=None, verbose=True, saved=True, show_progress=False,
             callback_fn=None):
@@ -297,13 +287,15 @@ class BDTrainer(KDTrainer):
             if verbose:
                 self.logger.info(self._generate_train_loss_output(epoch_idx, start, time(), losses))
             self._add_train_loss_to_tensorboard(epoch_idx, losses)
-            stop = False
-            if valid_data and self.eval_step > 0 and (epoch_idx + 1) % self.eval_step == 0:
-                stop = self._validate(valid_data, epoch_idx, verbose, show_progress)
-                if callback_fn:
-                    callback_fn(epoch_idx, self.tracks["student"].best_score)
-            if saved:
+            if not (valid_data and self.eval_step > 0 and (epoch_idx + 1) % self.eval_step == 0):
+                continue
+            improved, stop = self._validate(valid_data, epoch_idx, verbose, show_progress)
+            if saved and improved:
                 self._save_checkpoint(epoch_idx, verbose=verbose)
+            if saved:
+                self._save_resume_point(epoch_idx)
+            if callback_fn:
+                callback_fn(epoch_idx, self.tracks["student"].best_score)
             if stop:
                 if verbose:
                     self.logger.info(
@@ -331,34 +323,21 @@ class BDTrainer(KDTrainer):
         }
         return self.evaluate_role(eval_data, "student", show_progress)
 
-    def _save_checkpoint(self, epoch, verbose=True, **kwargs):
-        path = kwargs.pop("saved_model_file", self.saved_model_file)
-        state = {
-            "config": self.config,
-            "epoch": epoch,
-            "cur_step": self.tracks["student"].cur_step,
-            "best_valid_score": self.tracks["student"].best_score,
-            "state_dict": self.model.state_dict(),
-            "other_parameter": self.model.other_parameter(),
-            "optimizer": self.optimizers["student"].state_dict(),
-            "teacher_optimizer": self.optimizers["teacher"].state_dict(),
-            "tracks": {role: vars(track) for role, track in self.tracks.items()},
-            "sampler": self.model.sampler_state(),
-            "rng": self.rng_state(),
-        }
-        atomic_save(state, path)
-        if verbose:
-            self.logger.info(set_color("Saving current", "blue") + f": {path}")
+    def _best_state_dict(self) -> dict:
+        """Each model at its own best validation (the current weights where none is recorded)."""
+        state = self.model.state_dict()
+        for role in self.ROLES:
+            for key, value in (self.tracks[role].best_state or {}).items():
+                state[f"{role}.{key}"] = value
+        return state
 
-    def resume_checkpoint(self, resume_file):
-        checkpoint = load_checkpoint(resume_file, self.device)
-        self.saved_model_file = str(resume_file)
-        self.start_epoch = checkpoint["epoch"] + 1
-        self.model.load_state_dict(checkpoint["state_dict"])
-        self.model.load_other_parameter(checkpoint.get("other_parameter"))
-        self.optimizers["student"].load_state_dict(checkpoint["optimizer"])
-        self.optimizers["teacher"].load_state_dict(checkpoint["teacher_optimizer"])
-        self.tracks = {role: ModelTrack(**saved) for role, saved in checkpoint["tracks"].items()}
-        self.model.load_sampler_state(checkpoint["sampler"])
-        self._pending_rng = checkpoint["rng"]
-        self.logger.info(f"Checkpoint loaded. Resume training from epoch {self.start_epoch}")
+    def _resume_fields(self) -> dict:
+        return {
+            "optimizers": {role: opt.state_dict() for role, opt in self.optimizers.items()},
+            "tracks": {role: vars(track) for role, track in self.tracks.items()},
+        }
+
+    def _load_resume_fields(self, saved: dict) -> None:
+        for role, state in saved["optimizers"].items():
+            self.optimizers[role].load_state_dict(state)
+        self.tracks = {role: ModelTrack(**track) for role, track in saved["tracks"].items()}

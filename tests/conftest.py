@@ -5,11 +5,14 @@ from __future__ import annotations
 import os
 import sys
 
+import numpy as np
 import pytest
 import recbole
+import torch
 
 from recbole_kd.config import KDConfig
 
+REPOSITORY = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 SMALL_ROWS = 20000  # of ml-100k's 100,000 interactions: ~400 users, ~1,300 items
 
 # Fast, quiet, deterministic settings for one-epoch runs.
@@ -80,3 +83,22 @@ def pair_overrides(teacher: str, student: str) -> dict:
         "student_model": student,
         "student_config": BACKBONE_SIZES[student][1],
     }
+
+
+def assert_same(got, expected, where: str = "") -> None:
+    """Bit-for-bit equality of nested checkpoint contents: dicts, sequences, tensors, arrays."""
+    if isinstance(expected, dict):
+        assert isinstance(got, dict) and set(got) == set(expected), (where, set(got) ^ set(expected))
+        for key in expected:
+            assert_same(got[key], expected[key], f"{where}/{key}")
+    elif isinstance(expected, (list, tuple)):
+        assert isinstance(got, (list, tuple)) and len(got) == len(expected), where
+        for index, (a, b) in enumerate(zip(got, expected)):
+            assert_same(a, b, f"{where}[{index}]")
+    elif isinstance(expected, torch.Tensor):
+        assert isinstance(got, torch.Tensor) and got.dtype == expected.dtype, where
+        assert torch.equal(got, expected), where
+    elif isinstance(expected, np.ndarray):
+        assert np.array_equal(got, expected), where
+    else:
+        assert got == expected, (where, got, expected)

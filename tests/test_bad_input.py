@@ -4,6 +4,7 @@ already trained is lost (one parametrised test over the whole list)."""
 from __future__ import annotations
 
 import glob
+import hashlib
 import os
 import shutil
 
@@ -36,6 +37,29 @@ def stock_teacher(small_data, tmp_path_factory) -> str:
         os.chdir(here)
     (path,) = glob.glob(str(folder / "saved" / "BPR-*.pth"))
     return path
+
+
+@pytest.fixture(scope="module")
+def trained_folder(small_data, tmp_path_factory) -> str:
+    """A saved/ folder holding a teacher that a valid DERRD run trained and cached."""
+    folder = tmp_path_factory.mktemp("trained")
+    here = os.getcwd()
+    os.chdir(folder)
+    try:
+        first_epoch(small_data)
+    finally:
+        os.chdir(here)
+    assert glob.glob(str(folder / "saved" / "teacher-*.pth"))
+    return str(folder / "saved")
+
+
+def file_digests(folder: str) -> dict[str, str]:
+    digests = {}
+    for path in glob.glob(os.path.join(folder, "**"), recursive=True):
+        if os.path.isfile(path):
+            with open(path, "rb") as f:
+                digests[os.path.relpath(path, folder)] = hashlib.sha1(f.read()).hexdigest()
+    return digests
 
 
 def first_epoch(small_data, model="DERRD", **overrides):
@@ -134,14 +158,19 @@ CASES = {
 
 
 @pytest.mark.parametrize("case", CASES)
-def test_bad_input_is_named_and_nothing_trained_is_lost(small_data, workdir, stock_teacher, case):
+def test_bad_input_is_named_and_nothing_trained_is_lost(small_data, workdir, stock_teacher,
+                                                        trained_folder, case):
     run, message = CASES[case]
-    teachers_before = set(glob.glob("saved/teacher-*.pth"))
+    shutil.copytree(trained_folder, "saved")
+    before = file_digests("saved")
+    stock_before = file_digests(os.path.dirname(stock_teacher))
     with pytest.raises((ValueError, FileNotFoundError), match=message):
         run(small_data, workdir, stock_teacher)
-    # Whatever was trained before the error stays on disk, and is reused by the fixed run.
-    assert teachers_before <= set(glob.glob("saved/teacher-*.pth"))
-    assert os.path.isfile(stock_teacher) and not glob.glob("saved/*.partial")
+    # Whatever was trained before the error stays on disk, unchanged.
+    after = file_digests("saved")
+    assert {path: after.get(path) for path in before} == before
+    assert file_digests(os.path.dirname(stock_teacher)) == stock_before
+    assert not glob.glob("saved/*.partial")
 
 
 def test_a_teacher_trained_before_an_error_is_reused_by_the_fixed_run(small_data):

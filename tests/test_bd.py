@@ -37,29 +37,76 @@ def test_one_bd_epoch_changes_both_models(small_data, teacher, student):
     assert all(torch.isfinite(torch.tensor(v)) for v in trainer.train_loss_dict.values())
 
 
-def test_teacher_steps_first_and_student_targets_precede_it(small_data):
-    config = make_config("BD", small_data)
+def bd_trainer(small_data, **overrides):
+    """(trainer, one training batch) of a BD run whose ranks were refreshed for epoch 0."""
+    config = make_config("BD", small_data, **overrides)
     init_logger(config)
     train_data, _, _, model = build(config)
     trainer = get_trainer(config["MODEL_TYPE"], "BD")(config, model)
     model.on_epoch_start(0)
-    interaction = next(iter(train_data))
+    return trainer, next(iter(train_data))
+
+
+def record_bd_terms(monkeypatch, model) -> list[tuple[str, torch.Tensor, torch.Tensor]]:
+    """(role, items, targets) of every BD loss the model computes, in call order."""
+    from recbole_kd.model import bd
+
+    calls, roles = [], []
+    losses, loss_fn = model.losses, bd.bidirectional_distillation_loss
+
+    def losses_of(role, batch):
+        roles.append((role, getattr(batch, f"for_{role}")))
+        return losses(role, batch)
+
+    def recorded(scores, other_scores, tau):
+        role, items = roles[-1]
+        calls.append((role, items.clone(), other_scores.detach().clone()))
+        return loss_fn(scores, other_scores, tau)
+
+    monkeypatch.setattr(model, "losses", losses_of)
+    monkeypatch.setattr(bd, "bidirectional_distillation_loss", recorded)
+    return calls
+
+
+def test_each_role_learns_on_its_own_pool_through_the_trainer(small_data, monkeypatch):
+    trainer, interaction = bd_trainer(small_data)
+    sampler = trainer.model.sampler
+    # Every draw of the student's direction is item 1, of the teacher's item 2.
+    sampler.pool_student.fill_(1)
+    sampler.pool_teacher.fill_(2)
+    calls = record_bd_terms(monkeypatch, trainer.model)
+    trainer._train_epoch([interaction], epoch_idx=1)  # no refresh at epoch 1
+    assert [role for role, _, _ in calls] == ["teacher", "student"]  # the teacher steps first
+    assert (calls[0][1] == 2).all() and (calls[1][1] == 1).all()
+
+
+def test_student_targets_are_the_teacher_scores_before_its_step(small_data, monkeypatch):
+    # A large teacher learning rate, so that its step moves its scores well beyond rounding.
+    trainer, interaction = bd_trainer(small_data, teacher_learning_rate=0.5)
+    model = trainer.model
+    before = snapshot(model.teacher)
+    calls = record_bd_terms(monkeypatch, model)
+    trainer._train_epoch([interaction], epoch_idx=1)
+    (_, _, _), (role, items, targets) = calls
+    assert role == "student"
+    user = interaction[model.USER_ID]
+    with torch.no_grad():
+        after = model.teacher_net.score(user, items)
+        model.teacher.load_state_dict(before)
+        expected = model.teacher_net.score(user, items)
+    assert not torch.allclose(after, expected)  # the teacher's step did move these scores
+    assert torch.equal(targets, expected)
+
+
+def test_each_model_s_bd_loss_reaches_only_its_own_parameters(small_data):
+    trainer, interaction = bd_trainer(small_data)
+    model = trainer.model
     batch = model.draw(interaction)
-    with torch.no_grad():
-        before = model.teacher_net.score(batch.user, batch.for_student)
-    assert torch.equal(batch.teacher_targets, before)
-    optimizer = trainer.optimizers["teacher"]
-    optimizer.zero_grad()
-    sum(model.losses("teacher", batch)).backward()
-    optimizer.step()
-    with torch.no_grad():
-        after = model.teacher_net.score(batch.user, batch.for_student)
-    assert not torch.equal(after, before)  # the teacher moved; the student's targets did not
-    assert torch.equal(batch.teacher_targets, before)
-    # Each model's BD loss reaches only its own parameters.
-    model.zero_grad()
-    model.losses("student", batch)[1].backward()
-    assert all(p.grad is None or not p.grad.any() for p in model.teacher.parameters())
+    for role, other in (("student", model.teacher), ("teacher", model.student)):
+        model.zero_grad()
+        model.losses(role, batch)[1].backward()
+        assert all(p.grad is None or not p.grad.any() for p in other.parameters())
+        assert any(p.grad is not None and p.grad.any() for p in getattr(model, role).parameters())
 
 
 def test_bpr_loss_and_scores_in_one_pass_equal_recbole_s_own(small_data, monkeypatch):
@@ -101,33 +148,3 @@ def test_bd_reports_and_exports_both_models(small_data):
     student = torch.load(result["student_file"], weights_only=False)
     assert teacher["config"]["model"] == "BPR" and teacher["config"]["embedding_size"] == 32
     assert student["config"]["embedding_size"] == 8
-
-
-def test_resumed_bd_continues_both_models_and_optimizers(small_data):
-    """Four epochs in one go equal two epochs, a checkpoint, and two more in a new trainer."""
-    # Warm-ups of their own length, so all three runs share them (the cache is reused).
-    settings = {"bd_update_epochs": 3, "epochs": 4, "stopping_step": 100,
-                "teacher_config": {"embedding_size": 32, "epochs": 1},
-                "student_config": {"embedding_size": 8, "epochs": 1}}
-    config = make_config("BD", small_data, **settings)
-    init_logger(config)
-    train_data, valid_data, _, model = build(config)
-    trainer = get_trainer(config["MODEL_TYPE"], "BD")(config, model)
-    trainer.fit(train_data, valid_data, saved=True)
-    straight = snapshot(model)
-
-    config = make_config("BD", small_data, **{**settings, "epochs": 2})
-    train_data, valid_data, _, model = build(config)
-    trainer = get_trainer(config["MODEL_TYPE"], "BD")(config, model)
-    trainer.fit(train_data, valid_data, saved=True)
-    checkpoint = trainer.saved_model_file
-
-    config = make_config("BD", small_data, **settings)
-    train_data, valid_data, _, model = build(config)
-    trainer = get_trainer(config["MODEL_TYPE"], "BD")(config, model)
-    trainer.resume_checkpoint(checkpoint)
-    assert trainer.start_epoch == 2
-    trainer.fit(train_data, valid_data, saved=True)
-    resumed = snapshot(model)
-    for key, value in straight.items():
-        assert torch.equal(value, resumed[key]), key

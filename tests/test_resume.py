@@ -1,87 +1,144 @@
-"""Interrupted runs resume exactly; checkpoints are written atomically; seeds reproduce runs."""
+"""Interrupted runs resume exactly: weights, optimizers, samplers and random states bit for bit."""
 
 from __future__ import annotations
 
 import glob
 import os
+import signal
 import subprocess
 import sys
-import time
 
 import pytest
 import torch
 
 from recbole_kd.quick_start import run_recbole_kd
-from tests.conftest import FAST
+from recbole_kd.trainer import KDTrainer
+from tests.conftest import FAST, REPOSITORY, assert_same
 
-SETTINGS = {"epochs": 4, "stopping_step": 100, "teacher_config": {"embedding_size": 32,
-                                                                  "epochs": 1}}
+# Warm-ups of one epoch, so that every run of a test shares the cached models trained alone.
+SETTINGS = {"epochs": 4, "stopping_step": 100, "bd_update_epochs": 3,
+            "teacher_config": {"embedding_size": 32, "epochs": 1},
+            "student_config": {"embedding_size": 8, "epochs": 1}}
+METHODS = ["DE", "RRD", "DERRD", "BD"]
 
 
-@pytest.mark.parametrize("model", ["DE", "RRD", "DERRD"])
-def test_resumed_run_ends_like_an_uninterrupted_one(small_data, workdir, model):
+class Interrupted(Exception):
+    """Raised by the test's hook where a user would press Ctrl-C."""
+
+
+def stop_after_epoch(monkeypatch, last: int) -> None:
+    """Make the next run stop right after it has written the resume point of epoch ``last``."""
+    save = KDTrainer._save_resume_point
+
+    def save_then_stop(self, epoch_idx):
+        save(self, epoch_idx)
+        if epoch_idx == last:
+            raise Interrupted
+
+    monkeypatch.setattr(KDTrainer, "_save_resume_point", save_then_stop)
+
+
+def resume_points(model: str) -> set[str]:
+    return set(glob.glob(f"saved/{model}-*-last.pth"))
+
+
+def checkpoint_state(path: str) -> dict:
+    """What must be equal between two checkpoints of one run: all but the file names and the
+    command that wrote them."""
+    state = torch.load(path, weights_only=False)
+    for key in ("config", "saved_model_file"):
+        state.pop(key, None)
+    return state
+
+
+@pytest.mark.parametrize("model", METHODS)
+def test_resumed_run_ends_bit_for_bit_like_an_uninterrupted_one(
+        small_data, monkeypatch, model):
     config = {**FAST, **SETTINGS, "data_path": small_data}
     straight = run_recbole_kd(model, config_dict=config)
-    # The same run stopped after two epochs, then resumed from its last checkpoint.
-    first = run_recbole_kd(model, config_dict={**config, "epochs": 2})
-    resume_file = first["saved_model_file"].replace(".pth", "-last.pth")
-    resumed = run_recbole_kd(model, config_dict={**config, "kd_resume": resume_file})
+    (straight_last,) = resume_points(model)
+
+    with monkeypatch.context() as patch:
+        stop_after_epoch(patch, 1)
+        with pytest.raises(Interrupted):
+            run_recbole_kd(model, config_dict=config)
+    (interrupted_last,) = resume_points(model) - {straight_last}
+    assert torch.load(interrupted_last, weights_only=False)["epoch"] == 1
+
+    resumed = run_recbole_kd(model, config_dict={**config, "kd_resume": interrupted_last})
     assert resumed["test_result"] == straight["test_result"]
     assert resumed["best_valid_result"] == straight["best_valid_result"]
+    assert_same(checkpoint_state(interrupted_last), checkpoint_state(straight_last))
+    assert_same(checkpoint_state(resumed["saved_model_file"]),
+                checkpoint_state(straight["saved_model_file"]))
+    for role in ("teacher", "student"):
+        if f"{role}_file" in straight:
+            assert_same(checkpoint_state(resumed[f"{role}_file"]),
+                        checkpoint_state(straight[f"{role}_file"]))
 
 
-@pytest.mark.parametrize("model", ["DE", "RRD", "DERRD", "BD"])
-def test_same_seed_same_metrics(small_data, model):
-    config = {**FAST, "epochs": 2, "data_path": small_data}
-    first = run_recbole_kd(model, config_dict=config, saved=False)
-    second = run_recbole_kd(model, config_dict=config, saved=False)
+@pytest.mark.parametrize("model", METHODS)
+def test_same_seed_same_weights_other_seed_other_weights(small_data, model):
+    config = {**FAST, **SETTINGS, "epochs": 2, "data_path": small_data}
+    first = run_recbole_kd(model, config_dict=config)
+    second = run_recbole_kd(model, config_dict=config)
     assert first["test_result"] == second["test_result"]
-    other = run_recbole_kd(model, config_dict={**config, "seed": 7}, saved=False)
+    assert_same(checkpoint_state(first["student_file"]), checkpoint_state(second["student_file"]))
+    (first_last, second_last) = sorted(resume_points(model), key=os.path.getmtime)
+    assert_same(checkpoint_state(first_last), checkpoint_state(second_last))
+    other = run_recbole_kd(model, config_dict={**config, "seed": 7})
     assert other["test_result"] != first["test_result"]
 
 
+# Runs the checkout's recbole_kd (PYTHONPATH) and kills itself, as SIGKILL would, right after
+# the resume point of epoch 2 is on disk: a deterministic point in the middle of the run.
 KILLED_RUN = """
-import sys
+import os, signal, sys
+import recbole_kd
+print(recbole_kd.__file__, flush=True)
 from recbole_kd.quick_start import run_recbole_kd
+from recbole_kd.trainer import KDTrainer
+save = KDTrainer._save_resume_point
+def save_then_die(self, epoch_idx):
+    save(self, epoch_idx)
+    if epoch_idx == 2:
+        os.kill(os.getpid(), signal.SIGKILL)
+KDTrainer._save_resume_point = save_then_die
 sys.argv = sys.argv[:1]
 run_recbole_kd("DERRD", config_dict={config!r})
 """
 
 
-def test_run_killed_mid_epoch_resumes_to_the_same_result(small_data, workdir):
-    """SIGKILL a run in a subprocess once it has a resume point, then resume it."""
-    config = {**FAST, **SETTINGS, "epochs": 6, "data_path": small_data}
+def test_run_killed_mid_run_resumes_to_the_same_result(small_data, workdir):
+    config = {**FAST, **SETTINGS, "epochs": 5, "data_path": small_data}
     straight = run_recbole_kd("DERRD", config_dict=config)
-    for path in glob.glob("saved/DERRD-*"):
-        os.remove(path)
-    process = subprocess.Popen([sys.executable, "-c", KILLED_RUN.format(config=config)],
-                               cwd=workdir, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    deadline = time.time() + 300
-    while not glob.glob("saved/DERRD-*-last.pth") and time.time() < deadline:
-        time.sleep(0.05)
-    time.sleep(0.3)  # into a later epoch
-    process.kill()
-    process.wait()
-    (resume_file,) = glob.glob("saved/DERRD-*-last.pth")
-    checkpoint = torch.load(resume_file, weights_only=False)
-    assert checkpoint["epoch"] < 5, "the run finished before it was killed"
-    resumed = run_recbole_kd("DERRD", config_dict={**config, "kd_resume": resume_file})
+    (straight_last,) = resume_points("DERRD")
+    env = {**os.environ, "PYTHONPATH": REPOSITORY}
+    process = subprocess.run([sys.executable, "-c", KILLED_RUN.format(config=config)],
+                             cwd=workdir, env=env, capture_output=True, text=True, check=False)
+    assert process.returncode == -signal.SIGKILL, process.stderr[-3000:]
+    imported = process.stdout.splitlines()[0]
+    assert imported.startswith(os.path.join(REPOSITORY, "recbole_kd")), imported
+    (killed_last,) = resume_points("DERRD") - {straight_last}
+    assert torch.load(killed_last, weights_only=False)["epoch"] == 2
+    resumed = run_recbole_kd("DERRD", config_dict={**config, "kd_resume": killed_last})
     assert resumed["test_result"] == straight["test_result"]
+    assert_same(checkpoint_state(killed_last), checkpoint_state(straight_last))
 
 
 def test_kill_during_a_save_keeps_the_previous_checkpoint(workdir, monkeypatch):
-    from recbole_kd.model import base
+    from recbole_kd import checkpoint
 
     path = str(workdir / "run.pth")
-    base.atomic_save({"epoch": 1}, path)
+    checkpoint.atomic_save({"epoch": 1}, path)
 
     def dying_save(state, target, **kwargs):
         with open(target, "wb") as f:
             f.write(b"\x80\x04 truncated")
         raise KeyboardInterrupt  # the process dies mid-write
 
-    monkeypatch.setattr(base.torch, "save", dying_save)
+    monkeypatch.setattr(checkpoint.torch, "save", dying_save)
     with pytest.raises(KeyboardInterrupt):
-        base.atomic_save({"epoch": 2}, path)
+        checkpoint.atomic_save({"epoch": 2}, path)
     monkeypatch.undo()
     assert torch.load(path, weights_only=False) == {"epoch": 1}

@@ -7,13 +7,12 @@ optimizer). Each method adds one or more ``Distiller`` terms to the student's ow
 
 from __future__ import annotations
 
-import os
-
 import torch
 from recbole.model.abstract_recommender import GeneralRecommender
 from recbole.utils import InputType
 from torch import Tensor, nn
 
+from recbole_kd import checkpoint
 from recbole_kd.backbone import Backbone, check_general_model, check_representations, clear_caches
 from recbole_kd.teacher import derive_config
 from recbole_kd.utils import get_model
@@ -145,21 +144,8 @@ class KnowledgeDistillationModel(GeneralRecommender):
     def export(self, role: str, path: str, best_valid_score: float = 0.0) -> str:
         """Save the ``role`` model as a checkpoint of its own model that stock RecBole loads."""
         model = getattr(self, role)
-        state = {
-            "config": getattr(self, f"{role}_config"),
-            "epoch": 0,
-            "cur_step": 0,
-            "best_valid_score": best_valid_score,
-            "state_dict": model.state_dict(),
-            "other_parameter": model.other_parameter(),
-        }
-        return atomic_save(state, path)
-
-
-def atomic_save(state: dict, path: str) -> str:
-    """torch.save through a temporary file and a rename: a kill mid-save never leaves a
-    truncated file under ``path``."""
-    os.makedirs(os.path.dirname(path) or ".", exist_ok=True)
-    torch.save(state, path + ".tmp", pickle_protocol=4)
-    os.replace(path + ".tmp", path)
-    return path
+        state = checkpoint.make(
+            "export", getattr(self, f"{role}_config"), model.state_dict(), model.other_parameter(),
+            best_valid_score=best_valid_score,
+        )
+        return checkpoint.atomic_save(state, path)

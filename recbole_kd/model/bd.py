@@ -128,9 +128,11 @@ class BD(KnowledgeDistillationModel):
     def calculate_loss(self, interaction):
         raise RuntimeError("BD trains two models with two optimizers: use BDTrainer.")
 
-    def sampler_state(self) -> dict | None:
+    # The sampler's pools, pointers and random state travel in the model's state_dict, so a
+    # resumed run draws what the uninterrupted one would have drawn.
+    def get_extra_state(self) -> dict | None:
         return None if self.sampler is None else self.sampler.state_dict()
 
-    def load_sampler_state(self, state: dict | None) -> None:
+    def set_extra_state(self, state: dict | None) -> None:
         if state is not None:
             self._ensure_sampler().load_state_dict(state)

@@ -1,0 +1,113 @@
+"""One checkpoint schema for every file recbole_kd writes, and one reader for all of them.
+
+Every file holds RecBole's keys (``config``, ``epoch``, ``cur_step``, ``best_valid_score``,
+``state_dict``, ``other_parameter``), so RecBole's own loaders read it, plus
+``recbole_kd: {format, kind}``. The kinds:
+
+- ``model``: the best model of a run (RecBole's ``saved_model_file``); a model trained alone and
+  cached as a teacher or warm-up is one too. RecBole's own checkpoints are read as this kind.
+- ``resume``: the ``-last.pth`` point written after every epoch, with everything needed to
+  continue the run exactly (optimizers, random states, samplers inside ``state_dict``).
+- ``export``: one model of a distillation run (the student; BD's teacher too) as a checkpoint of
+  its own RecBole model, which stock RecBole loads.
+
+This module imports nothing from the package but its error classes.
+"""
+
+from __future__ import annotations
+
+import itertools
+import os
+from typing import Any
+
+import torch
+
+from recbole_kd.errors import CheckpointError
+
+FORMAT = 1
+KINDS = ("model", "resume", "export")
+_DESCRIPTION = {
+    "model": "a best-model checkpoint",
+    "resume": "a resume point ('-last.pth')",
+    "export": "an exported model",
+}
+
+
+_RUN_NUMBERS = itertools.count()
+
+
+def run_file(checkpoint_dir: str, model: str, stamp: str) -> str:
+    """``<checkpoint_dir>/<model>-<stamp>-<pid>-<n>.pth``, a name no other run has taken: RecBole
+    names files by the second alone, so two runs started in the same second shared one."""
+    while True:
+        name = f"{model}-{stamp}-{os.getpid()}-{next(_RUN_NUMBERS)}.pth"
+        path = os.path.join(checkpoint_dir, name)
+        if not any(os.path.exists(path[:-4] + suffix) for suffix in (".pth", "-last.pth")):
+            return path
+
+
+def make(kind: str, config, state_dict: dict, other_parameter: Any = None, epoch: int = 0,
+         cur_step: int = 0, best_valid_score: float = 0.0, **fields: Any) -> dict:
+    """A checkpoint dict of ``kind``: RecBole's keys, the schema's marker and ``fields``."""
+    if kind not in KINDS:
+        raise ValueError(f"unknown checkpoint kind {kind!r}")
+    return {
+        "config": config,
+        "epoch": epoch,
+        "cur_step": cur_step,
+        "best_valid_score": best_valid_score,
+        "state_dict": state_dict,
+        "other_parameter": other_parameter,
+        **fields,
+        "recbole_kd": {"format": FORMAT, "kind": kind},
+    }
+
+
+def atomic_save(state: dict, path: str) -> str:
+    """``torch.save`` through a temporary file and a rename: a kill mid-save never leaves a
+    truncated file under ``path``."""
+    os.makedirs(os.path.dirname(path) or ".", exist_ok=True)
+    torch.save(state, path + ".tmp", pickle_protocol=4)
+    os.replace(path + ".tmp", path)
+    return path
+
+
+def kind_of(checkpoint: dict) -> str:
+    """The kind of a checkpoint dict; RecBole's own checkpoints are ``model``."""
+    marker = checkpoint.get("recbole_kd")
+    return marker["kind"] if isinstance(marker, dict) else "model"
+
+
+def read(path: str, key: str, kinds: tuple[str, ...] = ("model", "export"),
+         device: str | torch.device = "cpu") -> dict:
+    """The checkpoint at ``path``, given by the setting ``key``, refused unless it is one of
+    ``kinds`` written in this schema (or by RecBole itself)."""
+    if not path or not os.path.isfile(str(path)):
+        raise CheckpointError(f"{key} '{path}' does not exist: check the path.")
+    try:
+        checkpoint = torch.load(str(path), map_location=device, weights_only=False)
+    except Exception as error:  # torch raises many types for corrupt or foreign files
+        raise CheckpointError(
+            f"{key} '{path}' could not be read ({type(error).__name__}): it is corrupt or not a "
+            "checkpoint. Point it to a .pth file written by RecBole or recbole_kd."
+        ) from error
+    if not isinstance(checkpoint, dict) or not {"config", "state_dict"} <= set(checkpoint):
+        raise CheckpointError(
+            f"{key} '{path}' is not a RecBole checkpoint (it has no 'config' and 'state_dict')."
+        )
+    marker = checkpoint.get("recbole_kd")
+    if marker is None and "rng" in checkpoint:
+        raise CheckpointError(
+            f"{key} '{path}' was written by recbole_kd 0.1, whose resume points this version "
+            "cannot continue: start the run again."
+        )
+    if marker is not None and marker.get("format") != FORMAT:
+        raise CheckpointError(
+            f"{key} '{path}' has checkpoint format {marker.get('format')}; this recbole_kd reads "
+            f"format {FORMAT}. Use the recbole_kd version that wrote it."
+        )
+    kind = kind_of(checkpoint)
+    if kind not in kinds:
+        wanted = " or ".join(_DESCRIPTION[k] for k in kinds)
+        raise CheckpointError(f"{key} '{path}' is {_DESCRIPTION[kind]}, not {wanted}.")
+    return checkpoint
