@@ -25,7 +25,6 @@ from typing import Any
 
 import numpy as np
 import torch
-
 from recbole.utils import get_local_time
 
 from recbole_kd import checkpoint
