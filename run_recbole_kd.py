@@ -11,14 +11,17 @@ A config file that is not a path is looked up among the shipped pair files (prop
 params file among properties/hyper.
 """
 
+from __future__ import annotations
+
 import argparse
+import sys
 
-from recbole_kd import compare
-from recbole_kd.cli import resolve_config_files, shipped_file
-from recbole_kd.compare import DEFAULT_BASELINES, DEFAULT_METHODS
+from recbole_kd.properties import pair_file, parse_settings, resolve_config_files, shipped_file
 from recbole_kd.quick_start import run_recbole_kd
+from recbole_kd.tools import compare
 
-if __name__ == "__main__":
+
+def parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--model", "-m", type=str, default="DERRD", help="model name")
     parser.add_argument("--dataset", "-d", type=str, default="ml-100k", help="data set name")
@@ -31,16 +34,34 @@ if __name__ == "__main__":
     parser.add_argument("--output_file", type=str, default=None, help="tuning results file")
     parser.add_argument("--compare", action="store_true", help="baselines and KD side by side")
     parser.add_argument("--seeds", type=int, default=1, help="--compare: seeds (mean ± std)")
-    parser.add_argument("--baselines", type=str, default=",".join(DEFAULT_BASELINES),
+    parser.add_argument("--baselines", type=str, default=",".join(compare.DEFAULT_BASELINES),
                         help="--compare: RecBole baselines besides the pair's two models")
-    parser.add_argument("--methods", type=str, default=",".join(DEFAULT_METHODS),
+    parser.add_argument("--methods", type=str, default=",".join(compare.DEFAULT_METHODS),
                         help="--compare: distillation methods")
-    parser.add_argument("--results", type=str, default="results", help="--compare: output folder")
+    parser.add_argument("--results", type=str, default=compare.DEFAULT_RESULTS,
+                        help="--compare: output folder")
     parser.add_argument("--set", nargs="*", default=[], help="--compare: key=value settings")
-    args, _ = parser.parse_known_args()
+    return parser
+
+
+def run_compare(args, config_files) -> None:
+    sys.argv = sys.argv[:1]  # RecBole would parse --key=value from the command line again
+    pair = config_files[0] if config_files else pair_file("bpr200-bpr20")
+    table = compare.compare(
+        args.dataset, pair, seeds=args.seeds,
+        baselines=[b for b in args.baselines.split(",") if b],
+        methods=[m for m in args.methods.split(",") if m],
+        config_files=config_files[1:] if config_files else None,
+        results_dir=args.results, settings=parse_settings(args.set),
+    )
+    print(table)
+
+
+def main() -> None:
+    args, _ = parser().parse_known_args()
     config_files = resolve_config_files(args.config_files)
     if args.compare:
-        compare.main(args, config_files)
+        run_compare(args, config_files)
     elif args.hyper:
         from recbole_kd.tuning import tune
 
@@ -48,3 +69,7 @@ if __name__ == "__main__":
              algo=args.algo, max_evals=args.max_evals, output_file=args.output_file)
     else:
         run_recbole_kd(model=args.model, dataset=args.dataset, config_file_list=config_files)
+
+
+if __name__ == "__main__":
+    main()

@@ -20,8 +20,9 @@ import sys
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from common import markdown_table
 
-from recbole_kd.cli import parse_settings, read_pair
-from recbole_kd.compare import mean_and_spread, timed_run
+from recbole_kd.properties import parse_settings, read_pair
+from recbole_kd.tools.compare import timed_run
+from recbole_kd.tools.report import mean_and_spread
 
 METRICS = ["ndcg@10", "recall@10"]
 
@@ -48,9 +49,9 @@ def one_seed(args, pair: dict, common: dict) -> tuple[list[list], dict[str, list
         "seconds_per_epoch"]
     rows, ratios = [], {}
     for name, run in runs.items():
-        trainer = run["trainer"]
+        valid = run["best_valid_score"]
         if name.startswith("BD"):
-            teacher = trainer.teacher_results["teacher_test_result"]
+            teacher = run["teacher_test"]
             ratios[name] = [
                 teacher["ndcg@10"] / runs["teacher alone"]["test"]["ndcg@10"],
                 run["test"]["ndcg@10"] / runs["student alone"]["test"]["ndcg@10"],
@@ -58,17 +59,17 @@ def one_seed(args, pair: dict, common: dict) -> tuple[list[list], dict[str, list
             ]
             rows.append([
                 f"{name} teacher", *(teacher[m] for m in METRICS),
-                f"{trainer.teacher_results['teacher_best_valid_score']:.4f}", run["epochs"], "",
+                f"{valid['teacher']:.4f}", run["epochs"], "",
                 f"{ratios[name][0]:.3f}", "",
             ])
             rows.append([
                 f"{name} student", *(run["test"][m] for m in METRICS),
-                f"{trainer.best_valid_score:.4f}", run["epochs"], f"{run['seconds_per_epoch']:.2f}",
+                f"{valid['student']:.4f}", run["epochs"], f"{run['seconds_per_epoch']:.2f}",
                 f"{ratios[name][1]:.3f}", f"{ratios[name][2]:.2f}",
             ])
         else:
             rows.append([name, *(run["test"][m] for m in METRICS),
-                         f"{trainer.best_valid_score:.4f}", run["epochs"],
+                         f"{valid['student']:.4f}", run["epochs"],
                          f"{run['seconds_per_epoch']:.2f}", "1.000", ""])
     return rows, ratios
 

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from recbole_kd.compare import timed_run  # noqa: F401  (the benchmarks' one timed run)
+from recbole_kd.tools.compare import timed_run  # noqa: F401  (the benchmarks' one timed run)
 
 
 def markdown_table(header: list[str], rows: list[list]) -> str:

@@ -15,8 +15,8 @@ import sys
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from common import markdown_table
 
-from recbole_kd.cli import parse_settings, read_pair
-from recbole_kd.compare import timed_run
+from recbole_kd.properties import parse_settings, read_pair
+from recbole_kd.tools.compare import timed_run
 
 METRICS = ["recall@10", "ndcg@10", "hit@10", "mrr@10"]
 

@@ -31,10 +31,10 @@ from collections.abc import Callable
 import torch
 from torch import Tensor
 
-from recbole_kd.experts import DistillationExperts
-from recbole_kd.fused_optimizer import fused_copy
-from recbole_kd.list_scores import list_scores
-from recbole_kd.losses import expert_reconstruction_loss, relaxed_ranking_loss
+from recbole_kd.kernels.fused_optimizer import fused_copy
+from recbole_kd.kernels.list_scores import list_scores
+from recbole_kd.model.layers import DistillationExperts
+from recbole_kd.model.loss import expert_reconstruction_loss, relaxed_ranking_loss
 
 
 def parse_args() -> argparse.Namespace:

@@ -23,7 +23,7 @@ HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, HERE)
 from common import markdown_table
 
-from recbole_kd.cli import read_pair
+from recbole_kd.properties import read_pair
 
 DEFAULT_SPLIT = os.path.join(HERE, "..", "..", "shared", "data", "citeulike-t", "derrd-loo")
 
@@ -38,15 +38,16 @@ PROTOCOLS = [
 
 def evaluation_seconds(dataset: str, settings: dict, repeats: int) -> tuple[float, int]:
     """Best wall time of one validation evaluation, and the number of validated users."""
-    from recbole_kd.cli import pair_file
     from recbole_kd.config import KDConfig
-    from recbole_kd.protocol import create_trainer
-    from recbole_kd.quick_start import build
+    from recbole_kd.properties import pair_file
+    from recbole_kd.quick_start import prepare_run
+    from recbole_kd.trainer.factory import create_trainer
 
     config = KDConfig("BPR", dataset, config_file_list=[pair_file("derrd")],
                       config_dict={"embedding_size": 20, "state": "WARNING", **settings})
-    train_data, valid_data, test_data, model = build(config)
-    trainer = create_trainer(config, model, (train_data, valid_data, test_data))
+    run = prepare_run(config)
+    valid_data = run.valid_data
+    trainer = create_trainer(run.config, run.model, run.loaders)
     best = float("inf")
     for _ in range(repeats):
         start = time.perf_counter()
@@ -68,7 +69,7 @@ def main() -> None:
     datasets = [("ml-100k", {})]
     workdir = tempfile.mkdtemp()
     if os.path.isdir(args.derrd_loo):
-        from recbole_kd.atomic_files import convert_fixed_split
+        from recbole_kd.tools.convert import convert_fixed_split
 
         convert_fixed_split(args.derrd_loo, workdir)
         datasets.append(("citeulike-t-loo", {"data_path": workdir}))

@@ -120,9 +120,9 @@ def measure(task: str, n_users: int, n_items: int, chunk: int, args: argparse.Na
     import torch
 
     import recbole_kd
-    from recbole_kd.rank_discrepancy import RankDiscrepancySampler
-    from recbole_kd.samplers import RelaxedRankingSampler, teacher_top_n
-    from recbole_kd.synthetic import LowRankScores, popularity_bias, synthetic_interactions
+    from recbole_kd.model.sampler.rank_discrepancy import RankDiscrepancySampler
+    from recbole_kd.model.sampler.relaxed_ranking import RelaxedRankingSampler, teacher_top_n
+    from recbole_kd.tools.synthetic import LowRankScores, popularity_bias, synthetic_interactions
 
     if args.threads:
         torch.set_num_threads(args.threads)

@@ -23,7 +23,7 @@ import sys
 import tempfile
 import time
 
-from recbole_kd.cli import parse_settings
+from recbole_kd.properties import parse_settings
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 DEFAULT_USERS_DAT = os.path.join(HERE, "..", "..", "shared", "data", "citeulike-t", "users.dat")
@@ -48,13 +48,14 @@ def worker(spec: dict) -> dict:
     from recbole.utils import init_logger
 
     from recbole_kd.config import KDConfig
-    from recbole_kd.protocol import create_trainer
-    from recbole_kd.quick_start import build
+    from recbole_kd.quick_start import prepare_run
+    from recbole_kd.trainer.factory import create_trainer
 
     config = KDConfig(spec["model"], spec["dataset"], config_dict=spec["config"])
     init_logger(config)
-    train_data, valid_data, test_data, model = build(config)
-    trainer = create_trainer(config, model, (train_data, valid_data, test_data))
+    run = prepare_run(config)
+    train_data, model = run.train_data, run.model
+    trainer = create_trainer(run.config, model, run.loaders)
     # Short epochs are repeated until the steady ones add up to min_seconds, so that the cheap
     # rows (the ratios' denominators) are not a few noisy samples; BD stops before its next
     # refresh, which is accounted for apart.
@@ -95,7 +96,7 @@ def dataset_settings(name: str, users_dat: str, workdir: str) -> tuple[str, dict
     if not os.path.isfile(users_dat):
         print(f"skipping citeulike-t: {users_dat} not found")
         return None
-    from recbole_kd.atomic_files import convert_users_dat
+    from recbole_kd.tools.convert import convert_users_dat
 
     convert_users_dat(users_dat, workdir, name="citeulike-t")
     return "citeulike-t", {"data_path": workdir}

@@ -2,21 +2,21 @@
 
 from __future__ import annotations
 
+import copy
 import difflib
 import os
 from typing import Any, Callable
 
 from recbole.config import Config
 
-from recbole_kd.utils import get_model, properties_dir
+from recbole_kd.errors import KDConfigError
+from recbole_kd.eval_protocol import check_eval_protocol
+from recbole_kd.properties import common_keys, method_keys, model_file, properties_dir
+from recbole_kd.registry import get_model, is_kd_model
 
 # Prefixes that mark a key as the plugin's: such a key must be one the plugin defines, so a
 # misspelling is an error instead of a silently ignored setting.
 PLUGIN_PREFIXES = ("teacher_", "student_", "de_", "rrd_", "bd_", "kd_")
-
-
-class KDConfigError(ValueError):
-    """A plugin key is unknown or has a value the method cannot use."""
 
 
 def _positive(x: Any) -> bool:
@@ -60,7 +60,7 @@ KEY_RULES: dict[str, tuple[Callable[[Any], bool], str]] = {
     "teacher_model": (_optional_str, "a RecBole general model name, e.g. BPR"),
     "teacher_config": (_optional_dict, "a dict of the teacher's overrides, e.g. {embedding_size: 200}"),
     "teacher_checkpoint": (_optional_str, "a path to a RecBole checkpoint (.pth) or null"),
-    "student_model": (isinstance_str := (lambda x: isinstance(x, str)), "a RecBole general model name"),
+    "student_model": (_is_str, "a RecBole general model name"),
     "student_config": (_optional_dict, "a dict of the student's overrides, e.g. {embedding_size: 20}"),
     "student_checkpoint": (_optional_str, "a path to a RecBole checkpoint (.pth) or null"),
     "kd_chunk_size": (_positive_int, "a positive int (users scored at once)"),
@@ -98,9 +98,37 @@ KEY_RULES: dict[str, tuple[Callable[[Any], bool], str]] = {
 }
 
 
-def check_plugin_keys(config_dict: dict[str, Any]) -> None:
-    """Reject misspelled plugin keys and out-of-range values, naming the key and the fix."""
+def method_files(model: str) -> list[str]:
+    """The methods whose property files hold ``model``'s defaults, lowest precedence first."""
+    if not is_kd_model(model):
+        return []
+    return [*get_model(model).defaults_from, model]
+
+
+def settings_for(model: str, settings: dict[str, Any]) -> dict[str, Any]:
+    """``settings`` without the keys that belong to other methods than ``model`` (e.g. one
+    comparison's shared settings for each of its runs)."""
+    own = own_keys(model)
+    foreign = set().union(*method_keys().values()) - own
+    return {key: value for key, value in settings.items() if key not in foreign}
+
+
+def own_keys(model: str) -> frozenset[str]:
+    """The plugin keys a run of ``model`` accepts: every run's, and its method's."""
+    return common_keys().union(*(method_keys().get(name, ()) for name in method_files(model)))
+
+
+def check_plugin_keys(config_dict: dict[str, Any], model: str) -> None:
+    """Reject misspelled plugin keys, keys of another method and out-of-range values, naming the
+    key and the fix."""
+    own = own_keys(model)
     for key, value in config_dict.items():
+        owners = [name for name, keys in method_keys().items() if key in keys]
+        if key in KEY_RULES and key not in own and owners:
+            raise KDConfigError(
+                f"Config key '{key}' belongs to {' and '.join(owners)}, not to {model}: remove it "
+                f"from this run's settings, or run {owners[0]}."
+            )
         if key in KEY_RULES:
             check, expected = KEY_RULES[key]
             if not check(value):
@@ -138,22 +166,24 @@ class KDConfig(Config):
 
     def _load_internal_config_dict(self, model, model_class, dataset):
         super()._load_internal_config_dict(model, model_class, dataset)
-        for path in (
-            os.path.join(properties_dir(), "overall.yaml"),
-            os.path.join(properties_dir(), "model", f"{model}.yaml"),
-            os.path.join(properties_dir(), "datasets", f"{dataset}.yaml"),
-        ):
+        paths = [os.path.join(properties_dir(), "overall.yaml")]
+        paths += [model_file(name) for name in method_files(model)]
+        paths.append(os.path.join(properties_dir(), "datasets", f"{dataset}.yaml"))
+        for path in paths:
             if os.path.isfile(path):
                 self._update_internal_config_dict(path)
 
     def _get_final_config_dict(self):
         final = super()._get_final_config_dict()
-        check_plugin_keys(final)
+        check_plugin_keys(final, self.model)
         return final
 
     def _set_default_parameters(self):
         super()._set_default_parameters()
-        # Only now has RecBole completed eval_args; imported here as protocol.py imports this module.
-        from recbole_kd.protocol import check_eval_protocol
+        check_eval_protocol(self.final_config_dict)  # only now is eval_args complete
 
-        check_eval_protocol(self.final_config_dict)
+    def with_values(self, **values: Any) -> KDConfig:
+        """A copy of this config with ``values`` set; this one is left as it is."""
+        changed = copy.copy(self)
+        changed.final_config_dict = {**copy.deepcopy(self.final_config_dict), **values}
+        return changed

@@ -7,6 +7,7 @@ same three parts: none of them can see another split's test items.
 
 from __future__ import annotations
 
+import hashlib
 from logging import getLogger
 
 import numpy as np
@@ -22,6 +23,24 @@ def build_split(config: Config):
     getLogger().info(dataset)
     check_leave_one_out(config, dataset)
     return dataset, dataset.build()
+
+
+def split_fingerprint(dataset, parts) -> str:
+    """A hash of the split's contents: every part's (user, item) tokens, in any order.
+
+    Two runs with the same data set name and settings but other files (another ``data_path``)
+    get other fingerprints, so a model trained on one is never taken for the other's.
+    """
+    digest = hashlib.sha1()
+    for field in (dataset.uid_field, dataset.iid_field):
+        digest.update("\x1f".join(map(str, dataset.field2id_token[field])).encode())
+    for part in parts:
+        users = np.asarray(part.inter_feat[dataset.uid_field], dtype=np.int64)
+        items = np.asarray(part.inter_feat[dataset.iid_field], dtype=np.int64)
+        pairs = np.sort(users * dataset.item_num + items)
+        digest.update(len(pairs).to_bytes(8, "little"))
+        digest.update(pairs.tobytes())
+    return digest.hexdigest()[:16]
 
 
 def check_leave_one_out(config: Config, dataset) -> None:

@@ -5,40 +5,76 @@ from __future__ import annotations
 import logging
 import os
 import sys
+from dataclasses import dataclass, field
 from logging import getLogger
 
-import torch
 from recbole.data import create_dataset, data_preparation
 from recbole.utils import init_logger, init_seed, set_color
 
+from recbole_kd import checkpoint
 from recbole_kd.config import KDConfig
 from recbole_kd.data import build_split, make_loaders
-from recbole_kd.protocol import create_trainer
-from recbole_kd.summary import evaluate_alone, format_summary
-from recbole_kd.teacher import resolve_pretrained
-from recbole_kd.utils import get_model, is_kd_model
+from recbole_kd.pretrained import Pretrained, resolve_pretrained
+from recbole_kd.registry import get_model, is_kd_model
+from recbole_kd.summary import format_summary
+from recbole_kd.trainer.factory import create_trainer
 
 
-def build(config: KDConfig):
-    """Loaders over the split and the model of ``config``, with its teacher's weights in place."""
+@dataclass
+class RunState:
+    """What a prepared run trains with.
+
+    ``config`` is the run's config with the pretrained models' names and hyper-parameters filled
+    in (the config given to :func:`prepare_run` is left as it is); ``pretrained`` holds the models
+    trained (or loaded) before distillation, by role.
+    """
+
+    config: KDConfig
+    train_data: object
+    valid_data: object
+    test_data: object
+    model: object
+    pretrained: dict[str, Pretrained] = field(default_factory=dict)
+
+    @property
+    def loaders(self) -> tuple:
+        return self.train_data, self.valid_data, self.test_data
+
+
+def pretrained_roles(config: KDConfig, model_class: type) -> list[str]:
+    """The roles trained or loaded before distillation: the method's, and with
+    ``kd_student_alone`` the student too (for the summary)."""
+    roles = list(model_class.pretrained_roles)
+    if config["kd_student_alone"] and "student" not in roles:
+        roles.append("student")
+    return roles
+
+
+def prepare_run(config: KDConfig) -> RunState:
+    """The split, its loaders, the models trained before distillation and the run's model."""
     dataset, parts = build_split(config)
-    train_data, valid_data, test_data = make_loaders(config, dataset, parts)
     model_class = get_model(config["model"])
-    alone = {}  # models trained alone on this split, by role
+    pretrained = {}
     if is_kd_model(config["model"]):
-        model_class.check_backbones(config)
-        roles = list(model_class.pretrained_roles)
-        if config["kd_student_alone"] and "student" not in roles:
-            roles.append("student")
+        roles = pretrained_roles(config, model_class)
+        for role in ("teacher", "student"):  # before anything is trained
+            if config[f"{role}_model"]:
+                model_class.check_backbone(role, config[f"{role}_model"])
         for role in roles:
-            alone[role] = resolve_pretrained(config, dataset, parts, role)
+            pretrained[role] = resolve_pretrained(config, dataset, parts, role)
+            if not config[f"{role}_model"]:  # named by its checkpoint
+                model_class.check_backbone(role, pretrained[role].model)
+        config = config.with_values(**{
+            key: value for spec in pretrained.values()
+            for key, value in ((f"{spec.role}_model", spec.model),
+                               (f"{spec.role}_config", spec.config))
+        })
+    train_data, valid_data, test_data = make_loaders(config, dataset, parts)
     init_seed(config["seed"] + config["local_rank"], config["reproducibility"])
     model = model_class(config, train_data._dataset).to(config["device"])
-    if is_kd_model(config["model"]):
-        for role in model_class.pretrained_roles:
-            model.load_pretrained(role, alone[role])
-        model.alone_states = alone  # for the end-of-run summary
-    return train_data, valid_data, test_data, model
+    for role in getattr(model_class, "pretrained_roles", ()):
+        model.load_pretrained(role, pretrained[role].state_dict)
+    return RunState(config, train_data, valid_data, test_data, model, pretrained)
 
 
 def export_path(saved_model_file: str, role: str) -> str:
@@ -47,34 +83,45 @@ def export_path(saved_model_file: str, role: str) -> str:
     return f"{root}-{role}.pth"
 
 
-def train_and_test(config: KDConfig, saved: bool = True, verbose: bool = True):
+def train_and_test(config: KDConfig, saved: bool = True, verbose: bool = True) -> dict:
     """Train, evaluate on test and (for distillation models) export the student."""
     logger = getLogger()
-    train_data, valid_data, test_data, model = build(config)
+    run = prepare_run(config)
+    config, model = run.config, run.model
     if verbose:
         logger.info(model)
-    trainer = create_trainer(config, model, (train_data, valid_data, test_data))
+    trainer = create_trainer(config, model, run.loaders)
     if config["kd_resume"]:
         trainer.resume_checkpoint(config["kd_resume"])
-    best_valid_score, best_valid_result = trainer.fit(
-        train_data, valid_data, verbose=verbose, saved=saved, show_progress=config["show_progress"]
+    best_valid_score, _ = trainer.fit(
+        run.train_data, run.valid_data, verbose=verbose, saved=saved,
+        show_progress=config["show_progress"],
     )
-    test_result = trainer.evaluate(
-        test_data, load_best_model=saved, show_progress=config["show_progress"]
-    )
-    result = {
-        "best_valid_score": best_valid_score,
-        "valid_score_bigger": config["valid_metric_bigger"],
-        "best_valid_result": best_valid_result,
-        "test_result": test_result,
-    }
+    if not is_kd_model(config["model"]):
+        test_result = trainer.evaluate(run.test_data, load_best_model=saved,
+                                       show_progress=config["show_progress"])
+        result = {"best_valid_score": best_valid_score,
+                  "valid_score_bigger": config["valid_metric_bigger"],
+                  "best_valid_result": trainer.best_valid_result, "test_result": test_result}
+        if saved:
+            result["saved_model_file"] = trainer.saved_model_file
+        return result
+    tests = trainer.evaluate_roles(run.test_data, load_best_model=saved,
+                                   show_progress=config["show_progress"])
+    valids = trainer.best_valid_results()
+    result = {"best_valid_score": best_valid_score,
+              "valid_score_bigger": config["valid_metric_bigger"],
+              "best_valid_result": valids["student"], "test_result": tests["student"]}
+    if "teacher" in tests:
+        result["teacher_best_valid_result"] = valids["teacher"]
+        result["teacher_test_result"] = tests["teacher"]
+    alone = trainer.evaluate_alone(
+        run.test_data, {role: spec.state_dict for role, spec in run.pretrained.items()})
+    result.update({f"{role}_alone_test_result": value for role, value in alone.items()})
+    logger.info(format_summary(config, result))
     if saved:
         result["saved_model_file"] = trainer.saved_model_file
-    result.update(getattr(trainer, "teacher_results", {}))
-    if is_kd_model(config["model"]):
-        result.update(evaluate_alone(trainer, test_data, model.alone_states))
-        logger.info(format_summary(config, result))
-        for role in model.exported_roles if saved else ():
+        for role in model.exported_roles:
             path = model.export(role, export_path(trainer.saved_model_file, role))
             result[f"{role}_file"] = path
             logger.info(set_color(f"{role.capitalize()} exported for RecBole", "yellow") + f": {path}")
@@ -92,7 +139,7 @@ def run_recbole_kd(
 
     Returns RecBole's result dict (best_valid_score, valid_score_bigger, best_valid_result,
     test_result), plus ``saved_model_file`` and, for distillation models, ``student_file``: the
-    student as a plain RecBole checkpoint.
+    student as a plain RecBole checkpoint (BD: ``teacher_file`` too, and the teacher's metrics).
     """
     config = KDConfig(model, dataset, config_file_list, config_dict)
     init_seed(config["seed"], config["reproducibility"])
@@ -122,14 +169,14 @@ def objective_function(config_dict=None, config_file_list=None, saved=True) -> d
 
 def load_data_and_model(model_file: str):
     """Load a recbole_kd (or RecBole) checkpoint: config, model, dataset and the three loaders."""
-    checkpoint = torch.load(model_file, map_location="cpu", weights_only=False)
-    config = checkpoint["config"]
+    saved = checkpoint.read(model_file, "model_file", kinds=checkpoint.KINDS)
+    config = saved["config"]
     init_seed(config["seed"], config["reproducibility"])
     init_logger(config)
     dataset = create_dataset(config)
     train_data, valid_data, test_data = data_preparation(config, dataset)
     init_seed(config["seed"], config["reproducibility"])
     model = get_model(config["model"])(config, train_data._dataset).to(config["device"])
-    model.load_state_dict(checkpoint["state_dict"])
-    model.load_other_parameter(checkpoint.get("other_parameter"))
+    model.load_state_dict(saved["state_dict"])
+    model.load_other_parameter(saved.get("other_parameter"))
     return config, model, dataset, train_data, valid_data, test_data

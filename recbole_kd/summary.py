@@ -2,21 +2,6 @@
 
 from __future__ import annotations
 
-import copy
-
-
-def evaluate_alone(trainer, test_data, alone_states: dict) -> dict:
-    """Test metrics of the models trained alone on this split (teacher, BD warm-ups, the student
-    with ``kd_student_alone``), evaluated in the run's model slots and put back afterwards."""
-    results = {}
-    for role, state in (alone_states or {}).items():
-        module = getattr(trainer.model, role)
-        current = copy.deepcopy(module.state_dict())
-        module.load_state_dict(state)
-        results[f"{role}_alone_test_result"] = trainer.evaluate_role(test_data, role)
-        module.load_state_dict(current)
-    return results
-
 
 def _describe(config, role: str) -> str:
     settings = ", ".join(f"{k}={v}" for k, v in (config[f"{role}_config"] or {}).items())

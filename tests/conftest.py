@@ -10,7 +10,9 @@ import pytest
 import recbole
 import torch
 
-from recbole_kd.config import KDConfig
+from recbole_kd.config import KDConfig, settings_for
+from recbole_kd.quick_start import prepare_run
+from recbole_kd.trainer.factory import create_trainer
 
 REPOSITORY = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 SMALL_ROWS = 20000  # of ml-100k's 100,000 interactions: ~400 users, ~1,300 items
@@ -25,13 +27,16 @@ FAST = {
     "train_batch_size": 2048,
     "reproducibility": True,
     "seed": 2020,
-    "rrd_top_n": 50,
-    "rrd_interesting": 5,
-    "rrd_uninteresting": 5,
-    "de_num_experts": 4,
     "teacher_config": {"embedding_size": 32},
     "student_config": {"embedding_size": 8},
 }
+# Small sizes of the methods' own settings, for the methods they belong to.
+METHOD_FAST = {"rrd_top_n": 50, "rrd_interesting": 5, "rrd_uninteresting": 5, "de_num_experts": 4}
+
+
+def fast(model: str) -> dict:
+    """FAST, with the small method settings that ``model`` accepts."""
+    return {**FAST, **settings_for(model, METHOD_FAST)}
 
 # Small sizes for each backbone, as teacher and as student.
 BACKBONE_SIZES = {
@@ -73,7 +78,18 @@ def workdir(tmp_path, monkeypatch):
 
 def make_config(model: str, small_data: str, **overrides) -> KDConfig:
     """A KDConfig for ``model`` on the small data with the FAST settings and ``overrides``."""
-    return KDConfig(model, config_dict={**FAST, "data_path": small_data, **overrides})
+    return KDConfig(model, config_dict={**fast(model), "data_path": small_data, **overrides})
+
+
+def build(config: KDConfig) -> tuple:
+    """(train, valid, test loaders, model) of a prepared run of ``config``."""
+    run = prepare_run(config)
+    return (*run.loaders, run.model)
+
+
+def trainer_for(config: KDConfig, model, loaders=()):
+    """The trainer the package builds for ``model`` (its protocol, optimizer and mixins)."""
+    return create_trainer(config, model, loaders)
 
 
 def pair_overrides(teacher: str, student: str) -> dict:

@@ -8,15 +8,15 @@ import numpy as np
 import pytest
 from recbole.data import create_dataset
 
-from recbole_kd.atomic_files import (
+from recbole_kd.config import KDConfig
+from recbole_kd.data import build_split
+from recbole_kd.properties import properties_dir
+from recbole_kd.tools.convert import (
     DataFormatError,
     convert_fixed_split,
     convert_users_dat,
     main,
 )
-from recbole_kd.config import KDConfig
-from recbole_kd.data import build_split
-from recbole_kd.utils import properties_dir
 
 CITEULIKE = os.path.join(os.path.dirname(__file__), "..", "..", "shared", "data", "citeulike-t")
 USERS_DAT = os.path.join(CITEULIKE, "users.dat")

@@ -13,9 +13,8 @@ import torch
 from recbole.quick_start import run_recbole
 from recbole.utils import init_logger
 
-from recbole_kd.quick_start import build
 from recbole_kd.trainer import KDTrainer
-from tests.conftest import FAST, make_config
+from tests.conftest import FAST, build, make_config
 
 LEAVE_ONE_OUT = {"split": {"LS": "valid_and_test"}, "order": "RO", "group_by": "user",
                  "mode": "full"}

@@ -8,9 +8,8 @@ from recbole.data.interaction import Interaction
 from recbole.trainer import Trainer
 from recbole.utils import init_logger
 
-from recbole_kd.quick_start import build, load_data_and_model, run_recbole_kd
-from recbole_kd.utils import get_trainer
-from tests.conftest import FAST, make_config, pair_overrides
+from recbole_kd.quick_start import load_data_and_model, run_recbole_kd
+from tests.conftest import build, fast, make_config, pair_overrides, trainer_for
 
 BACKBONES = ("BPR", "LightGCN", "NeuMF")
 
@@ -29,7 +28,7 @@ def test_one_bd_epoch_changes_both_models(small_data, teacher, student):
     config = make_config("BD", small_data, **pair_overrides(teacher, student))
     init_logger(config)
     train_data, valid_data, _, model = build(config)
-    trainer = get_trainer(config["MODEL_TYPE"], "BD")(config, model)
+    trainer = trainer_for(config, model)
     teacher_before, student_before = snapshot(model.teacher), snapshot(model.student)
     trainer.fit(train_data, valid_data, saved=False)
     assert changed(model.teacher, teacher_before) and changed(model.student, student_before)
@@ -43,7 +42,7 @@ def bd_trainer(small_data, **overrides):
     config = make_config("BD", small_data, **overrides)
     init_logger(config)
     train_data, _, _, model = build(config)
-    trainer = get_trainer(config["MODEL_TYPE"], "BD")(config, model)
+    trainer = trainer_for(config, model)
     model.on_epoch_start(0)
     return trainer, next(iter(train_data))
 
@@ -138,7 +137,7 @@ def test_bpr_loss_and_scores_in_one_pass_equal_recbole_s_own(small_data, monkeyp
 
 
 def test_bd_reports_and_exports_both_models(small_data):
-    result = run_recbole_kd("BD", config_dict={**FAST, "epochs": 2, "data_path": small_data})
+    result = run_recbole_kd("BD", config_dict={**fast("BD"), "epochs": 2, "data_path": small_data})
     metrics = set(result["test_result"])
     for key in ("teacher_test_result", "teacher_alone_test_result", "student_alone_test_result"):
         assert set(result[key]) == metrics, key

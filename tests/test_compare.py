@@ -7,7 +7,9 @@ import csv
 import pytest
 import yaml
 
-from recbole_kd.compare import Run, compare, relative_summary
+from recbole_kd.tools.compare import compare
+from recbole_kd.tools.report import relative_summary
+from recbole_kd.tools.result_store import Run
 from tests.conftest import FAST, pair_overrides
 
 

@@ -6,8 +6,9 @@ import sys
 
 import pytest
 
-from recbole_kd.config import KDConfigError
-from recbole_kd.utils import get_model, get_trainer
+from recbole_kd.errors import KDConfigError
+from recbole_kd.registry import get_model
+from recbole_kd.trainer.factory import get_trainer
 from tests.conftest import make_config
 
 
@@ -31,6 +32,7 @@ def test_impossible_values_name_the_key(small_data, key, value):
 def test_lookup_finds_plugin_models_first_then_recbole():
     assert get_model("DERRD").__module__ == "recbole_kd.model.derrd"
     assert get_model("BPR").__module__.startswith("recbole.model")
-    assert get_trainer(None, "DERRD").__name__ == "KDTrainer"
-    with pytest.raises(ValueError, match="Unknown model 'BRP'"):
+    assert get_trainer(None, get_model("DERRD")).__name__ == "KDTrainer"
+    assert get_trainer(None, get_model("BD")).__name__ == "BDTrainer"
+    with pytest.raises(KDConfigError, match="Unknown model 'BRP'"):
         get_model("BRP")

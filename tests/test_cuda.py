@@ -8,9 +8,7 @@ import pytest
 import torch
 from recbole.utils import init_logger
 
-from recbole_kd.protocol import create_trainer
-from recbole_kd.quick_start import build
-from tests.conftest import make_config, pair_overrides
+from tests.conftest import build, make_config, pair_overrides, trainer_for
 
 pytestmark = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
 
@@ -24,7 +22,7 @@ def test_one_epoch_on_cuda(small_data, model_name, teacher, student):
     init_logger(config)
     *loaders, model = build(config)
     assert all(p.is_cuda for p in model.parameters())
-    trainer = create_trainer(config, model, loaders)
+    trainer = trainer_for(config, model, loaders)
     trainer.fit(loaders[0], loaders[1], saved=False)
     assert all(math.isfinite(loss) for loss in trainer.train_loss_dict.values())
     assert all(p.is_cuda for p in model.parameters())

@@ -8,9 +8,7 @@ import pytest
 import torch
 from recbole.utils import init_logger
 
-from recbole_kd.quick_start import build
-from recbole_kd.utils import get_trainer
-from tests.conftest import make_config, pair_overrides
+from tests.conftest import build, make_config, pair_overrides, trainer_for
 
 BACKBONES = ("BPR", "LightGCN", "NeuMF")
 ALL_PAIRS = [(t, s) for t in BACKBONES for s in BACKBONES]
@@ -23,7 +21,7 @@ def train_one_epoch(model_name: str, small_data: str, **overrides):
     train_data, valid_data, _, model = build(config)
     teacher_before = {k: v.clone() for k, v in model.teacher.state_dict().items()}
     student_before = {k: v.clone() for k, v in model.student.state_dict().items()}
-    trainer = get_trainer(config["MODEL_TYPE"], config["model"])(config, model)
+    trainer = trainer_for(config, model)
     model.on_epoch_start(0)
     batch = next(iter(train_data)).to(config["device"])
     first_losses = model.calculate_loss(batch)
@@ -63,7 +61,7 @@ def test_teacher_is_outside_the_optimizer_and_stays_in_eval_mode(small_data):
     config = make_config("DERRD", small_data, **pair_overrides("NeuMF", "BPR"))
     init_logger(config)
     _, _, _, model = build(config)
-    trainer = get_trainer(config["MODEL_TYPE"], config["model"])(config, model)
+    trainer = trainer_for(config, model)
     optimized = {id(p) for group in trainer.optimizer.param_groups for p in group["params"]}
     assert optimized.isdisjoint(id(p) for p in model.teacher.parameters())
     assert set(map(id, model.student.parameters())) <= optimized

@@ -10,7 +10,7 @@ import sys
 import pytest
 
 from recbole_kd.quick_start import load_data_and_model, run_recbole_kd
-from tests.conftest import FAST, pair_overrides
+from tests.conftest import fast, pair_overrides
 
 # Runs in a fresh interpreter where importing recbole_kd is impossible: only RecBole is used.
 STOCK_RELOAD = """
@@ -32,8 +32,7 @@ print(json.dumps({"model": config["model"], "size": config["embedding_size"], **
 def test_exported_student_reloads_in_stock_recbole_with_identical_metrics(
     small_data, workdir, teacher, student
 ):
-    result = run_recbole_kd(
-        "DERRD", config_dict={**FAST, "epochs": 2, "data_path": small_data,
+    result = run_recbole_kd("DERRD", config_dict={**fast("DERRD"), "epochs": 2, "data_path": small_data,
                               **pair_overrides(teacher, student)},
     )
     path = result["student_file"]
@@ -49,11 +48,11 @@ def test_exported_student_reloads_in_stock_recbole_with_identical_metrics(
 
 
 def test_distillation_checkpoint_reloads_with_the_plugin(small_data):
-    result = run_recbole_kd("RRD", config_dict={**FAST, "data_path": small_data})
+    result = run_recbole_kd("RRD", config_dict={**fast("RRD"), "data_path": small_data})
     config, model, _, _, _, test_data = load_data_and_model(result["saved_model_file"])
     assert config["model"] == "RRD" and config["teacher_config"] == {"embedding_size": 32}
-    from recbole_kd.utils import get_trainer
+    from recbole_kd.trainer import KDTrainer
 
     config["state"] = "ERROR"
-    trainer = get_trainer(config["MODEL_TYPE"], "RRD")(config, model)
+    trainer = KDTrainer(config, model)
     assert dict(trainer.evaluate(test_data, load_best_model=False)) == dict(result["test_result"])

@@ -5,10 +5,8 @@ from __future__ import annotations
 import pytest
 import torch
 
-from recbole_kd.fused_optimizer import fused_copy
-from recbole_kd.protocol import create_trainer
-from recbole_kd.quick_start import build
-from tests.conftest import make_config
+from recbole_kd.kernels.fused_optimizer import fused_copy
+from tests.conftest import build, make_config, trainer_for
 
 
 def _params(seed: int = 0) -> list[torch.nn.Parameter]:
@@ -68,7 +66,7 @@ def _optimizers(trainer) -> list[torch.optim.Optimizer]:
 def test_trainers_of_baselines_and_distillation_follow_the_key(small_data, model, on):
     config = make_config(model, small_data, embedding_size=8, kd_fused_optimizer=on)
     train_data, valid_data, test_data, net = build(config)
-    trainer = create_trainer(config, net, (train_data, valid_data, test_data))
+    trainer = trainer_for(config, net, (train_data, valid_data, test_data))
     optimizers = _optimizers(trainer)
     assert len(optimizers) == (2 if model == "BD" else 1)
     for optimizer in optimizers:

@@ -8,16 +8,14 @@ import sys
 
 import pytest
 
-from recbole_kd import heap
-from recbole_kd.protocol import create_trainer
-from recbole_kd.quick_start import build
-from tests.conftest import make_config
+from recbole_kd.kernels import heap
+from tests.conftest import build, make_config, trainer_for
 
 # In a fresh process, a 20 MB tensor (a 25k x 200 gradient) is allocated and freed; glibc's own
 # statistics (mallinfo2) tell whether it was a fresh mapping and whether the heap kept it.
 ONE_BLOCK = """
 import ctypes, sys, torch
-from recbole_kd.heap import keep_freed_memory
+from recbole_kd.kernels.heap import keep_freed_memory
 
 class MallInfo2(ctypes.Structure):
     _fields_ = [(name, ctypes.c_size_t) for name in (
@@ -69,5 +67,5 @@ def test_trainers_apply_the_setting_under_the_key(small_data, monkeypatch, on):
     monkeypatch.setattr(heap, "keep_freed_memory", lambda: calls.append(1) or True)
     config = make_config("BPR", small_data, embedding_size=8, kd_keep_freed_memory=on)
     train_data, valid_data, test_data, net = build(config)
-    create_trainer(config, net, (train_data, valid_data, test_data))
+    trainer_for(config, net, (train_data, valid_data, test_data))
     assert len(calls) == (1 if on else 0)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import torch
 
-from recbole_kd.list_scores import FEATURE_MAJOR_MAX_DIM, list_scores
+from recbole_kd.kernels.list_scores import FEATURE_MAJOR_MAX_DIM, list_scores
 
 
 def _case(dtype=torch.float64, users=6, per_user=7, rows=9, dim=4, seed=0):

@@ -8,8 +8,8 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from recbole_kd.experts import DistillationExperts
-from recbole_kd.losses import (
+from recbole_kd.model.layers import DistillationExperts
+from recbole_kd.model.loss import (
     bidirectional_distillation_loss,
     expert_reconstruction_loss,
     gumbel_softmax,

@@ -11,15 +11,16 @@ import yaml
 from recbole.trainer import TraditionalTrainer, Trainer
 
 from recbole_kd.config import KDConfigError
-from recbole_kd.protocol import (
+from recbole_kd.eval_protocol import (
     CandidateSets,
     FixedSampledEvaluation,
     attach_candidates,
-    with_protocol,
+    uses_candidates,
 )
-from recbole_kd.quick_start import build, run_recbole_kd
-from recbole_kd.utils import properties_dir
-from tests.conftest import FAST, make_config
+from recbole_kd.properties import properties_dir
+from recbole_kd.quick_start import run_recbole_kd
+from recbole_kd.trainer.mixins import with_mixin
+from tests.conftest import build, fast, make_config, trainer_for
 
 PROTOCOL_FILE = os.path.join(properties_dir(), "protocols", "derrd.yaml")
 
@@ -34,7 +35,7 @@ def protocol_run(small_data, **overrides):
     config = make_config("BPR", small_data, **protocol_settings(**overrides))
     train_data, valid_data, test_data, model = build(config)
     loaders = (train_data, valid_data, test_data)
-    trainer = with_protocol(Trainer, config)(config, model)
+    trainer = with_mixin(FixedSampledEvaluation, Trainer)(config, model)
     attach_candidates(trainer, config, loaders)
     return config, trainer, loaders
 
@@ -168,7 +169,7 @@ def test_runs_through_run_recbole_kd(small_data, model, monkeypatch):
         return original(self, batched_data)
 
     monkeypatch.setattr(FixedSampledEvaluation, "_full_sort_batch_eval", counted)
-    settings = {**FAST, "data_path": small_data}
+    settings = {**fast(model), "data_path": small_data}
     result = run_recbole_kd(model, config_file_list=[PROTOCOL_FILE], config_dict=settings,
                             saved=False)
     test = result["test_result"]
@@ -195,6 +196,8 @@ def test_without_leave_one_out_full_sort_names_the_keys(small_data, eval_args, p
 
 def test_full_protocol_keeps_recbole_trainers(small_data):
     config = make_config("BPR", small_data)
-    assert config["kd_eval_protocol"] == "full" and with_protocol(Trainer, config) is Trainer
+    assert config["kd_eval_protocol"] == "full" and not uses_candidates(config)
+    _, _, _, model = build(config)
+    assert not isinstance(trainer_for(config, model), FixedSampledEvaluation)
     with pytest.raises(KDConfigError, match="kd_eval_protocol"):
         make_config("BPR", small_data, kd_eval_protocol="sampled")

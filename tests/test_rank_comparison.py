@@ -8,11 +8,12 @@ import numpy as np
 import pytest
 import torch
 
-from recbole_kd.atomic_files import convert_fixed_split
 from recbole_kd.config import KDConfig
 from recbole_kd.data import build_split
+from recbole_kd.properties import properties_dir
 from recbole_kd.quick_start import run_recbole_kd
-from recbole_kd.rank_comparison import (
+from recbole_kd.tools.convert import convert_fixed_split
+from recbole_kd.tools.rank_comparison import (
     checkpoint_ranks,
     compare_ranks,
     held_out_pairs,
@@ -20,7 +21,6 @@ from recbole_kd.rank_comparison import (
     main,
     plot_rank_differences,
 )
-from recbole_kd.utils import properties_dir
 from tests.conftest import FAST
 
 ITEMS = ["i1", "i2", "i3", "i4", "i5", "i6"]

@@ -14,15 +14,15 @@ import pytest
 import scipy.sparse as sp
 import torch
 
-from recbole_kd import rank_discrepancy
-from recbole_kd.rank_discrepancy import (
+from recbole_kd.kernels import sort
+from recbole_kd.kernels.sort import stable_row_order
+from recbole_kd.model.sampler.rank_discrepancy import (
     RankDiscrepancySampler,
     discrepancy_weights,
     occurrence_index,
     ranks_from_scores,
-    stable_row_order,
 )
-from recbole_kd.samplers import RelaxedRankingSampler, teacher_top_n
+from recbole_kd.model.sampler.relaxed_ranking import RelaxedRankingSampler, teacher_top_n
 from tests.sampling_helpers import check_frequencies, list_positions, random_positives, same_rows
 
 
@@ -71,7 +71,7 @@ def test_radix_row_order_equals_a_stable_sort_across_blocks(monkeypatch, threads
     generator = torch.Generator().manual_seed(13)
     keys = torch.randint(-3, 3, (10, 500), generator=generator, dtype=torch.int32) * 40_000
     keys[0, :5] = torch.tensor([torch.iinfo(torch.int32).min, torch.iinfo(torch.int32).max, 0, -1, 1])
-    monkeypatch.setattr(rank_discrepancy, "RADIX_BLOCK", 3 * 500)
+    monkeypatch.setattr(sort, "RADIX_BLOCK", 3 * 500)
     previous = torch.get_num_threads()
     torch.set_num_threads(threads)
     try:
@@ -264,7 +264,7 @@ def test_bd_rejects_unknown_options() -> None:
 _MEMORY_PROBE = """
 import resource, sys
 import numpy as np, scipy.sparse as sp, torch
-from recbole_kd.rank_discrepancy import RankDiscrepancySampler
+from recbole_kd.model.sampler.rank_discrepancy import RankDiscrepancySampler
 torch.set_num_threads(1)  # one thread is faster on a busy machine, and its peak is steadier
 n_users, n_items, chunk = {n_users}, {n_items}, {chunk}
 rng = np.random.default_rng(0)

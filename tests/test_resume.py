@@ -11,9 +11,10 @@ import sys
 import pytest
 import torch
 
+from recbole_kd.config import settings_for
 from recbole_kd.quick_start import run_recbole_kd
 from recbole_kd.trainer import KDTrainer
-from tests.conftest import FAST, REPOSITORY, assert_same
+from tests.conftest import REPOSITORY, assert_same, fast
 
 # Warm-ups of one epoch, so that every run of a test shares the cached models trained alone.
 SETTINGS = {"epochs": 4, "stopping_step": 100, "bd_update_epochs": 3,
@@ -54,7 +55,7 @@ def checkpoint_state(path: str) -> dict:
 @pytest.mark.parametrize("model", METHODS)
 def test_resumed_run_ends_bit_for_bit_like_an_uninterrupted_one(
         small_data, monkeypatch, model):
-    config = {**FAST, **SETTINGS, "data_path": small_data}
+    config = {**fast(model), **settings_for(model, SETTINGS), "data_path": small_data}
     straight = run_recbole_kd(model, config_dict=config)
     (straight_last,) = resume_points(model)
 
@@ -79,7 +80,8 @@ def test_resumed_run_ends_bit_for_bit_like_an_uninterrupted_one(
 
 @pytest.mark.parametrize("model", METHODS)
 def test_same_seed_same_weights_other_seed_other_weights(small_data, model):
-    config = {**FAST, **SETTINGS, "epochs": 2, "data_path": small_data}
+    config = {**fast(model), **settings_for(model, SETTINGS), "epochs": 2,
+              "data_path": small_data}
     first = run_recbole_kd(model, config_dict=config)
     second = run_recbole_kd(model, config_dict=config)
     assert first["test_result"] == second["test_result"]
@@ -110,7 +112,8 @@ run_recbole_kd("DERRD", config_dict={config!r})
 
 
 def test_run_killed_mid_run_resumes_to_the_same_result(small_data, workdir):
-    config = {**FAST, **SETTINGS, "epochs": 5, "data_path": small_data}
+    config = {**fast("DERRD"), **settings_for("DERRD", SETTINGS), "epochs": 5,
+              "data_path": small_data}
     straight = run_recbole_kd("DERRD", config_dict=config)
     (straight_last,) = resume_points("DERRD")
     env = {**os.environ, "PYTHONPATH": REPOSITORY}

@@ -10,7 +10,8 @@ import pytest
 import scipy.sparse as sp
 import torch
 
-from recbole_kd.samplers import PositiveRows, RelaxedRankingSampler, teacher_top_n
+from recbole_kd.model.sampler.positives import PositiveRows
+from recbole_kd.model.sampler.relaxed_ranking import RelaxedRankingSampler, teacher_top_n
 from tests.sampling_helpers import check_frequencies, list_positions, random_positives, same_rows
 
 

@@ -1,4 +1,4 @@
-"""The synthetic data generator and stand-in score functions (``recbole_kd.synthetic``)."""
+"""The synthetic data generator and stand-in score functions (``recbole_kd.tools.synthetic``)."""
 
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ import pytest
 import scipy.sparse as sp
 import torch
 
-from recbole_kd.synthetic import (
+from recbole_kd.tools.synthetic import (
     LowRankScores,
     popularity_bias,
     synthetic_interactions,

@@ -12,8 +12,8 @@ import torch
 from recbole.quick_start import run_recbole
 from recbole.utils import init_logger
 
-from recbole_kd.quick_start import build, run_recbole_kd
-from tests.conftest import FAST, make_config
+from recbole_kd.quick_start import prepare_run, run_recbole_kd
+from tests.conftest import FAST, fast, make_config
 
 BPR_TEACHER = {"embedding_size": 32}
 
@@ -30,23 +30,25 @@ def stock_teacher(small_data) -> str:
 def test_stock_recbole_teacher_is_used_as_is(small_data, stock_teacher):
     config = make_config("RRD", small_data, teacher_checkpoint=stock_teacher, teacher_model=None)
     init_logger(config)
-    _, _, _, model = build(config)
+    run = prepare_run(config)
     saved = torch.load(stock_teacher, weights_only=False)["state_dict"]
-    for key, value in model.teacher.state_dict().items():
+    for key, value in run.model.teacher.state_dict().items():
         assert torch.equal(value, saved[key])
-    assert config["teacher_model"] == "BPR"
-    assert config["teacher_config"]["embedding_size"] == 32
+    # The run's config names the checkpoint's model; the config given is left as it was.
+    assert run.config["teacher_model"] == "BPR"
+    assert run.config["teacher_config"]["embedding_size"] == 32
+    assert config["teacher_model"] is None
 
 
 def test_trained_teacher_is_cached_and_reused(small_data):
-    first = run_recbole_kd("RRD", config_dict={**FAST, "data_path": small_data}, saved=False)
+    first = run_recbole_kd("RRD", config_dict={**fast("RRD"), "data_path": small_data}, saved=False)
     cached = glob.glob("saved/teacher-BPR-ml-small-*.pth")
     assert len(cached) == 1 and not glob.glob("saved/*.partial")
     stamp = os.path.getmtime(cached[0])
-    second = run_recbole_kd("RRD", config_dict={**FAST, "data_path": small_data}, saved=False)
+    second = run_recbole_kd("RRD", config_dict={**fast("RRD"), "data_path": small_data}, saved=False)
     assert glob.glob("saved/teacher-*.pth") == cached and os.path.getmtime(cached[0]) == stamp
     assert first["test_result"] == second["test_result"]
     # Another teacher setting is another teacher.
-    run_recbole_kd("RRD", config_dict={**FAST, "data_path": small_data,
+    run_recbole_kd("RRD", config_dict={**fast("RRD"), "data_path": small_data,
                                        "teacher_config": {"embedding_size": 16}}, saved=False)
     assert len(glob.glob("saved/teacher-BPR-ml-small-*.pth")) == 2

@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from recbole_kd.cli import pair_file, shipped_file
+from recbole_kd.errors import KDConfigError
+from recbole_kd.properties import pair_file, shipped_file
 from tests.conftest import FAST
 
 pytest.importorskip("hyperopt")
@@ -27,5 +28,5 @@ def test_two_trial_search_over_derrd(small_data, workdir):
 def test_shipped_files_are_found_by_name():
     assert shipped_file("DERRD.hyper", "hyper").endswith("DERRD.hyper")
     assert pair_file("bpr200-bpr20").endswith("bpr200-bpr20.yaml")
-    with pytest.raises(FileNotFoundError, match="bpr200-bpr20"):
+    with pytest.raises(KDConfigError, match="bpr200-bpr20"):
         pair_file("bpr-typo")

@@ -13,9 +13,13 @@ from recbole.utils import InputType
 from torch import Tensor, nn
 
 from recbole_kd import checkpoint
-from recbole_kd.backbone import Backbone, check_general_model, check_representations, clear_caches
-from recbole_kd.teacher import derive_config
-from recbole_kd.utils import get_model
+from recbole_kd.model.backbone import (
+    Backbone,
+    check_general_model,
+    check_representations,
+    clear_caches,
+)
+from recbole_kd.model.role_config import backbone_class, derive_config
 
 
 class Distiller(nn.Module):
@@ -45,24 +49,18 @@ class KnowledgeDistillationModel(GeneralRecommender):
     teacher_trainable = False  # BD trains both models
     pretrained_roles = ("teacher",)  # models trained (or loaded) before distillation
     exported_roles = ("student",)  # models saved as plain RecBole checkpoints after it
-    # Weights of the models trained alone on this split, by role, for the end-of-run summary
-    # (set by quick_start.build).
-    alone_states: dict | None = None
+    defaults_from: tuple[str, ...] = ()  # methods whose property files hold this one's defaults
 
     @classmethod
-    def check_backbones(cls, config) -> None:
-        """Refuse unusable teacher or student models before anything is trained."""
-        for role in ("teacher", "student"):
-            if config[f"{role}_model"] is None:
-                continue  # taken from the checkpoint, checked when it is read
-            model_class = get_model(config[f"{role}_model"])
-            check_general_model(model_class, role)
-            if cls.needs_representations:
-                check_representations(model_class, role)
+    def check_backbone(cls, role: str, model_name: str) -> None:
+        """Refuse a teacher or student model this method cannot use, naming the role."""
+        model_class = backbone_class(model_name, role)
+        check_general_model(model_class, role)
+        if cls.needs_representations:
+            check_representations(model_class, role)
 
     def __init__(self, config, dataset):
         super().__init__(config, dataset)
-        self.check_backbones(config)
         # The student is built first, so its initial weights equal those of the same model trained
         # alone from the same seed: the comparison with the student alone is fair.
         self.student_config = derive_config(

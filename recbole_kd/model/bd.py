@@ -17,10 +17,10 @@ from typing import NamedTuple
 import torch
 from torch import Tensor
 
-from recbole_kd.backbone import Backbone, clear_caches
-from recbole_kd.losses import bidirectional_distillation_loss
+from recbole_kd.model.backbone import Backbone, clear_caches
 from recbole_kd.model.base import KnowledgeDistillationModel
-from recbole_kd.rank_discrepancy import RankDiscrepancySampler
+from recbole_kd.model.loss import bidirectional_distillation_loss
+from recbole_kd.model.sampler.rank_discrepancy import RankDiscrepancySampler
 
 
 class BDBatch(NamedTuple):

@@ -14,11 +14,11 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
-from recbole_kd.experts import DistillationExperts
 from recbole_kd.model.base import Distiller, KnowledgeDistillationModel
+from recbole_kd.model.layers import DistillationExperts
 
 
-class ExpertDistillation(Distiller):
+class DEDistiller(Distiller):
     """The DE term: lambda_DE * [L(users) + 0.5 (L(positive items) + L(negative items))] / B.
 
     Each L sums the reconstruction error over the batch's unique entities, as the reference
@@ -75,4 +75,4 @@ class DE(KnowledgeDistillationModel):
 
     def __init__(self, config, dataset):
         super().__init__(config, dataset)
-        self.distillers.append(ExpertDistillation(self, config))
+        self.distillers.append(DEDistiller(self, config))

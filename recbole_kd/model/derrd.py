@@ -9,16 +9,17 @@ representations) plus Relaxed Ranking Distillation (the teacher's ranking), on t
 """
 
 from recbole_kd.model.base import KnowledgeDistillationModel
-from recbole_kd.model.de import ExpertDistillation
-from recbole_kd.model.rrd import RankingDistillation
+from recbole_kd.model.de import DEDistiller
+from recbole_kd.model.rrd import RRDDistiller
 
 
 class DERRD(KnowledgeDistillationModel):
     """L = L_base + lambda_DE * L_DE + lambda_RRD * L_RRD."""
 
     needs_representations = True
+    defaults_from = ("DE", "RRD")
 
     def __init__(self, config, dataset):
         super().__init__(config, dataset)
-        self.distillers.append(ExpertDistillation(self, config))
-        self.distillers.append(RankingDistillation(self, config))
+        self.distillers.append(DEDistiller(self, config))
+        self.distillers.append(RRDDistiller(self, config))

@@ -16,12 +16,12 @@ from logging import getLogger
 import torch
 from torch import Tensor
 
-from recbole_kd.losses import relaxed_ranking_loss
 from recbole_kd.model.base import Distiller, KnowledgeDistillationModel
-from recbole_kd.samplers import RelaxedRankingSampler, teacher_top_n
+from recbole_kd.model.loss import relaxed_ranking_loss
+from recbole_kd.model.sampler.relaxed_ranking import RelaxedRankingSampler, teacher_top_n
 
 
-class RankingDistillation(Distiller):
+class RRDDistiller(Distiller):
     """The RRD term: lambda_RRD * sum over the batch's unique users of L_RRD(u), divided by B.
 
     The teacher's top-N list is computed once; interesting and uninteresting items are redrawn at
@@ -89,4 +89,4 @@ class RRD(KnowledgeDistillationModel):
 
     def __init__(self, config, dataset):
         super().__init__(config, dataset)
-        self.distillers.append(RankingDistillation(self, config))
+        self.distillers.append(RRDDistiller(self, config))

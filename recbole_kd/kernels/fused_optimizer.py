@@ -1,19 +1,15 @@
 """Adam and AdamW through PyTorch's fused kernel, for every trainer this runner builds.
 
 RecBole builds ``torch.optim.Adam`` with its defaults, which on CPU updates each parameter in
-several passes (moments, square root, division, step); the fused kernel makes one. One step over
-DE's experts and embedding tables (1.5 M parameters, one thread) measured 3.5 ms that way and
-1.5 ms fused with its data in cache, and more apart within training (``benchmarks/kernels.py``,
-``benchmarks/speed.py``). The update is the same algorithm; results differ from the unfused
-kernel by float rounding only. Applied to baselines as to distillation, so
-comparisons run by recbole_kd keep one optimizer implementation.
+several passes (moments, square root, division, step); the fused kernel makes one (measured
+gains: docs/performance.md). The update is the same algorithm; results differ from the unfused
+kernel by float rounding only. Applied to baselines as to distillation, so comparisons run by
+recbole_kd keep one optimizer implementation.
 """
 
 from __future__ import annotations
 
 import torch
-
-from recbole_kd.utils import with_mixin
 
 _FUSABLE = (torch.optim.Adam, torch.optim.AdamW)
 
@@ -44,10 +40,3 @@ class FusedOptimizer:
 
     def _build_optimizer(self, **kwargs):
         return fused_copy(super()._build_optimizer(**kwargs))
-
-
-def with_fused_optimizer(trainer_class: type, config) -> type:
-    """``trainer_class`` with fused Adam and AdamW when ``kd_fused_optimizer`` is on; else itself."""
-    if not config["kd_fused_optimizer"] or issubclass(trainer_class, FusedOptimizer):
-        return trainer_class
-    return with_mixin(FusedOptimizer, trainer_class, "Fused", "whose Adam and AdamW run fused.")

@@ -15,23 +15,21 @@ as they are, the split's items were renumbered by the authors (their ``item_ids.
 
 Command line::
 
-    python -m recbole_kd.atomic_files users-dat <users.dat> <out_dir> [--name N] [--min-items K]
-    python -m recbole_kd.atomic_files fixed-split <split_dir> <out_dir> [--name N]
+    python -m recbole_kd.tools.convert users-dat <users.dat> <out_dir> [--name N] [--min-items K]
+    python -m recbole_kd.tools.convert fixed-split <split_dir> <out_dir> [--name N]
 """
 
 from __future__ import annotations
 
 import argparse
 import os
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
+
+from recbole_kd.errors import DataFormatError
 
 INTER_HEADER = "user_id:token\titem_id:token\n"
 SPLIT_PARTS = ("train", "valid", "test")
 SPLIT_HEADER = ["user", "item"]
-
-
-class DataFormatError(ValueError):
-    """An input file does not follow its format; the message names the file and line."""
 
 
 def read_users_dat(users_dat: str) -> Iterator[list[str]]:
@@ -70,15 +68,15 @@ def convert_users_dat(
     Item tokens are the ids written in ``users_dat``. Interactions are written in file order,
     repeated items included (none in CiteULike-t).
     """
+    kept = [items for items in read_users_dat(users_dat) if len(items) >= min_items]
+    if not kept:
+        raise DataFormatError(
+            f"{users_dat}: no user has {min_items} or more items, so nothing would be written. "
+            "Lower --min-items."
+        )
     folder = _dataset_folder(out_dir, name)
-    with open(os.path.join(folder, f"{name}.inter"), "w", encoding="utf-8") as out:
-        out.write(INTER_HEADER)
-        user = 0
-        for items in read_users_dat(users_dat):
-            if len(items) < min_items:
-                continue
-            out.writelines(f"{user}\t{item}\n" for item in items)
-            user += 1
+    rows = ((str(user), item) for user, items in enumerate(kept) for item in items)
+    _write_inter(os.path.join(folder, f"{name}.inter"), rows)
     return folder
 
 
@@ -105,12 +103,21 @@ def convert_fixed_split(split_dir: str, out_dir: str, name: str = "citeulike-t-l
     in valid or test still gets an id (and no training interaction).
     """
     parts = {part: read_split_file(os.path.join(split_dir, f"{part}.tsv")) for part in SPLIT_PARTS}
+    for part, rows in parts.items():
+        if not rows:
+            raise DataFormatError(f"{os.path.join(split_dir, part + '.tsv')}: no interactions.")
     folder = _dataset_folder(out_dir, name)
     for part, rows in parts.items():
-        with open(os.path.join(folder, f"{name}.{part}.inter"), "w", encoding="utf-8") as out:
-            out.write(INTER_HEADER)
-            out.writelines(f"{user}\t{item}\n" for user, item in rows)
+        _write_inter(os.path.join(folder, f"{name}.{part}.inter"), rows)
     return folder
+
+
+def _write_inter(path: str, rows: Iterable) -> None:
+    """An atomic file of (user, item) token rows, written whole or not at all."""
+    with open(path + ".partial", "w", encoding="utf-8") as out:
+        out.write(INTER_HEADER)
+        out.writelines(f"{user}\t{item}\n" for user, item in rows)
+    os.replace(path + ".partial", path)
 
 
 def _dataset_folder(out_dir: str, name: str) -> str:
@@ -121,7 +128,7 @@ def _dataset_folder(out_dir: str, name: str) -> str:
 
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(
-        prog="python -m recbole_kd.atomic_files", description=__doc__.splitlines()[0]
+        prog="python -m recbole_kd.tools.convert", description=__doc__.splitlines()[0]
     )
     commands = parser.add_subparsers(dest="command", required=True)
     users = commands.add_parser("users-dat", help="users.dat -> <name>.inter")

@@ -1,4 +1,4 @@
-"""Pure distillation losses of DE, RRD and BD (see ``algorithms.md`` sections 2, 3 and 5).
+"""Pure distillation losses of DE, RRD and BD (see ``docs/algorithms.md`` sections 2, 3 and 5).
 
 Every function here is stateless and vectorised, and returns an unreduced tensor: the reference
 code sums over entities/users/items, RecBole averages, so the reduction is the calling model's

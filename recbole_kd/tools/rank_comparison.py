@@ -4,7 +4,7 @@ Kang et al., "Bidirectional Distillation for Top-K Recommender System" (WWW 2021
 small student ranks the held-out test item better than its large teacher for a sizeable share of
 users. This module measures that share for any two RecBole checkpoints on the same split:
 
-    python -m recbole_kd.rank_comparison teacher.pth student.pth [--png differences.png]
+    python -m recbole_kd.tools.rank_comparison teacher.pth student.pth [--png differences.png]
 
 A rank is 1 + the number of other candidate items scoring at least as high as the held-out item,
 over all items except the padding item 0 and the user's known items (training items and, by
@@ -22,6 +22,8 @@ from collections.abc import Sequence
 import numpy as np
 import torch
 from recbole.data.interaction import Interaction
+
+from recbole_kd.model.sampler.positives import csr_entries
 
 
 def held_out_pairs(test) -> tuple[torch.Tensor, torch.Tensor]:
@@ -91,12 +93,8 @@ def _rank_in_rows(scores, users, rows, items, pointers, known_items) -> torch.Te
 
 def _known_cells(users, pointers, known_items) -> tuple[torch.Tensor, torch.Tensor]:
     """(rows, items) of every known item of ``users``, row i standing for ``users[i]``."""
-    counts = pointers[users + 1] - pointers[users]
-    rows = torch.repeat_interleave(torch.arange(len(users), device=users.device), counts)
-    # Position j of the flattened lists lies in row r at offset j - (start of row r).
-    row_starts = torch.cumsum(counts, 0) - counts
-    offsets = torch.arange(len(rows), device=users.device) - row_starts[rows]
-    return rows, known_items[pointers[users][rows] + offsets]
+    rows, entries = csr_entries(pointers, users)
+    return rows, known_items[entries]
 
 
 def compare_ranks(ranks_a: torch.Tensor, ranks_b: torch.Tensor) -> dict[str, float | int]:
@@ -199,7 +197,7 @@ def compare_checkpoints(
 
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(
-        prog="python -m recbole_kd.rank_comparison", description=__doc__.splitlines()[0]
+        prog="python -m recbole_kd.tools.rank_comparison", description=__doc__.splitlines()[0]
     )
     parser.add_argument("checkpoint_a", help="model A, e.g. the teacher")
     parser.add_argument("checkpoint_b", help="model B, e.g. the student")

@@ -5,8 +5,8 @@ optimizer frees it again (``zero_grad`` sets gradients to None). By default glib
 block with a fresh mapping, or returns the top of its heap to the system, once the block exceeds
 thresholds it adapts as the program runs; the next step then page-faults the block back in and
 the kernel zeroes it. With a 25k x 200 item table that is ~5,000 faults per gradient, several
-per step. Fixing both thresholds (``mallopt``) keeps freed blocks in the heap for reuse: RecBole's
-BPR with 200 dimensions on CiteULike-t trained each epoch in about half the time (README).
+per step. Fixing both thresholds (``mallopt``) keeps freed blocks in the heap for reuse, so the faults
+stop (measured effect: docs/performance.md).
 
 The setting is process-wide and the heap no longer shrinks after a peak. It applies where the C
 library is glibc; elsewhere (macOS, Windows, musl) nothing changes.

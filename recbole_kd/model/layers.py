@@ -11,7 +11,7 @@ import math
 import torch
 from torch import Tensor, nn
 
-from recbole_kd.losses import expert_reconstruction_loss, gumbel_softmax
+from recbole_kd.model.loss import expert_reconstruction_loss, gumbel_softmax
 
 
 class DistillationExperts(nn.Module):

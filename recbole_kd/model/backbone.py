@@ -21,12 +21,8 @@ from recbole.model.general_recommender import BPR
 from recbole.utils import InputType, ModelType
 from torch import Tensor
 
-from recbole_kd.list_scores import list_scores
-
-
-class BackboneError(ValueError):
-    """The model cannot serve as a teacher or student of the requested method."""
-
+from recbole_kd.errors import BackboneError
+from recbole_kd.kernels.list_scores import list_scores
 
 # How scores and representations are read from a model, by class name; others are "generic".
 _KINDS = {"BPR": "embedding", "LightGCN": "propagated", "NeuMF": "neumf"}

@@ -4,10 +4,9 @@ RRD scores each user of a batch against its K + L sampled items, BD against its 
 rows of a (user or item) table per batch. Autograd's backward of a row gather scatters one
 d-vector per gathered row into the table's gradient, RRD's most expensive operation on CPU. Here,
 when a batch gathers at least as many rows as a narrow table has, the gradient is accumulated
-feature-major instead (a [d, n_rows] buffer, index_add_ along its rows of length n_rows): the
-whole forward + backward measured 1.3-1.5x faster on one CPU thread at d = 20
-(``benchmarks/kernels.py``), stays deterministic with several threads, and runs on any device.
-Rows of 64 floats or more are scattered faster one by one (1.05-1.5x at d = 64 and 200).
+feature-major instead (a [d, n_rows] buffer, index_add_ along its rows of length n_rows), which
+stays deterministic with several threads and runs on any device; wide rows are scattered one by
+one, which is faster for them (measured in docs/performance.md, ``benchmarks/kernels.py``).
 """
 
 from __future__ import annotations

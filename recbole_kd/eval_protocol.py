@@ -25,11 +25,8 @@ from typing import Any
 
 import numpy as np
 import torch
-from recbole.utils import get_local_time
 
-from recbole_kd import checkpoint
-from recbole_kd.config import KDConfigError
-from recbole_kd.utils import with_mixin
+from recbole_kd.errors import KDConfigError
 
 FULL = "full"
 FIXED_SAMPLED = "fixed_sampled"
@@ -183,7 +180,7 @@ class FixedSampledEvaluation:
         if self.candidates is None:
             raise RuntimeError(
                 "kd_eval_protocol: fixed_sampled needs the run's candidate sets: call "
-                "recbole_kd.protocol.attach_candidates(trainer, config, loaders) first."
+                "recbole_kd.eval_protocol.attach_candidates(trainer, config, loaders) first."
             )
         # The evaluated part's held-out item is the target; the other part's stays out.
         users = interaction[self.config["USER_ID_FIELD"]]
@@ -191,13 +188,9 @@ class FixedSampledEvaluation:
         return interaction, scores, positive_u, positive_i
 
 
-def with_protocol(trainer_class: type, config) -> type:
-    """``trainer_class`` itself for ``kd_eval_protocol: full``; else a subclass evaluating under
-    the fixed-sampled protocol (candidates attached with ``attach_candidates``)."""
-    if (config["kd_eval_protocol"] or FULL) == FULL:
-        return trainer_class
-    return with_mixin(FixedSampledEvaluation, trainer_class, "FixedSampled",
-                      "evaluated under kd_eval_protocol: fixed_sampled.")
+def uses_candidates(config) -> bool:
+    """True when the run evaluates under ``kd_eval_protocol: fixed_sampled``."""
+    return (config["kd_eval_protocol"] or FULL) == FIXED_SAMPLED
 
 
 def attach_candidates(trainer, config, loaders: Sequence) -> None:
@@ -206,27 +199,3 @@ def attach_candidates(trainer, config, loaders: Sequence) -> None:
     if isinstance(trainer, FixedSampledEvaluation):
         parts = [loader._dataset for loader in loaders]
         trainer.candidates = CandidateSets.from_parts(config, parts).to(config["device"])
-
-
-def create_trainer(config, model, loaders: Sequence, model_config=None):
-    """The model's trainer (recbole_kd's or RecBole's), evaluating under the run's protocol,
-    with fused Adam and AdamW under ``kd_fused_optimizer``; ``kd_keep_freed_memory`` applies the
-    process-wide heap setting of :mod:`recbole_kd.heap` before it trains.
-
-    ``model_config`` is the config the trainer trains with (a derived teacher config, say);
-    ``config`` is the run's, which decides the protocol and its candidates.
-    """
-    from recbole_kd.fused_optimizer import with_fused_optimizer
-    from recbole_kd.heap import keep_freed_memory
-    from recbole_kd.utils import get_trainer
-
-    model_config = model_config or config
-    if config["kd_keep_freed_memory"]:
-        keep_freed_memory()
-    trainer_class = get_trainer(model_config["MODEL_TYPE"], model_config["model"])
-    trainer_class = with_fused_optimizer(with_protocol(trainer_class, config), model_config)
-    trainer = trainer_class(model_config, model)
-    trainer.saved_model_file = checkpoint.run_file(
-        model_config["checkpoint_dir"], model_config["model"], get_local_time())
-    attach_candidates(trainer, config, loaders)
-    return trainer

@@ -1,0 +1,64 @@
+"""The teacher's and the student's own RecBole configs inside a distillation run."""
+
+from __future__ import annotations
+
+import copy
+import os
+from typing import Any
+
+import recbole
+import yaml
+from recbole.config import Config
+from recbole.utils import get_model as recbole_get_model
+
+from recbole_kd.errors import KDConfigError
+from recbole_kd.properties import plugin_keys
+
+
+def backbone_class(model_name: str, role: str) -> type:
+    """RecBole's model class named ``model_name``, for the ``role`` ("teacher" or "student")."""
+    try:
+        return recbole_get_model(model_name)
+    except (ValueError, ImportError, AttributeError) as error:
+        # RecBole reaches an optional import (lightgbm) before admitting the name is unknown.
+        raise KDConfigError(
+            f"Unknown model '{model_name}' for {role}_model: the teacher and the student are "
+            "RecBole models. Check the spelling (names are case-sensitive, e.g. BPR, LightGCN)."
+        ) from error
+
+
+def model_defaults(config: Config, model_name: str) -> dict[str, Any]:
+    """RecBole's default hyper-parameters of ``model_name`` (its properties/model YAML)."""
+    path = os.path.join(os.path.dirname(recbole.__file__), "properties", "model", f"{model_name}.yaml")
+    if not os.path.isfile(path):
+        return {}
+    with open(path, encoding="utf-8") as f:
+        return yaml.load(f.read(), Loader=config.yaml_loader) or {}
+
+
+def derive_config(config: Config, model_name: str, overrides: dict | None, role: str) -> Config:
+    """A plain RecBole Config for ``model_name`` inside this run: same data, split and device.
+
+    Precedence, lowest first: the run's settings, the model's RecBole defaults, what the user set
+    explicitly (files, dict, command line), then ``overrides`` (``teacher_config`` and the like).
+    recbole_kd's own keys are dropped, so the result pickles and loads with RecBole alone.
+    """
+    model_class = backbone_class(model_name, role)
+    own_keys = plugin_keys()
+    derived = Config.__new__(Config)
+    derived.__dict__.update(
+        copy.deepcopy({k: v for k, v in config.__dict__.items() if k != "model_class"})
+    )
+    final = dict(config.final_config_dict)
+    for key, value in model_defaults(config, model_name).items():
+        if key not in config.external_config_dict:  # what the user set explicitly stays
+            final[key] = value
+    final.update(overrides or {})
+    final = {k: v for k, v in final.items() if k not in own_keys}
+    final.update(model=model_name, MODEL_TYPE=model_class.type, MODEL_INPUT_TYPE=model_class.input_type)
+    derived.final_config_dict = final
+    derived.internal_config_dict = {**derived.internal_config_dict, "MODEL_TYPE": model_class.type}
+    for name in ("external_config_dict", "file_config_dict", "variable_config_dict", "cmd_config_dict"):
+        setattr(derived, name, {k: v for k, v in getattr(derived, name).items() if k not in own_keys})
+    derived.model, derived.model_class = model_name, model_class
+    return derived

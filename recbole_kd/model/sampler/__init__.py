@@ -1,0 +1,1 @@
+"""Vectorised samplers of the distillation methods, with checkpointed random state."""

@@ -1,0 +1,34 @@
+"""Model lookup by name: recbole_kd's distillation models first, then RecBole's models."""
+
+from __future__ import annotations
+
+from recbole.utils import get_model as recbole_get_model
+
+from recbole_kd.errors import KDConfigError
+from recbole_kd.model.base import KnowledgeDistillationModel
+from recbole_kd.model.bd import BD
+from recbole_kd.model.de import DE
+from recbole_kd.model.derrd import DERRD
+from recbole_kd.model.rrd import RRD
+
+KD_MODELS: dict[str, type[KnowledgeDistillationModel]] = {
+    model.__name__: model for model in (DE, RRD, DERRD, BD)
+}
+
+
+def is_kd_model(name: str) -> bool:
+    return name in KD_MODELS
+
+
+def get_model(model_name: str) -> type:
+    """The model class named ``model_name``: a recbole_kd model, else one of RecBole's."""
+    if model_name in KD_MODELS:
+        return KD_MODELS[model_name]
+    try:
+        return recbole_get_model(model_name)
+    except (ValueError, ImportError, AttributeError) as error:
+        # RecBole reaches an optional import (lightgbm) before admitting the name is unknown.
+        raise KDConfigError(
+            f"Unknown model '{model_name}': not a recbole_kd model ({', '.join(KD_MODELS)}) "
+            "nor a RecBole model. Check the spelling (names are case-sensitive, e.g. BPR, LightGCN)."
+        ) from error

@@ -1,0 +1,1 @@
+"""Tools around training: comparisons and their reports, rank comparison, data converters."""

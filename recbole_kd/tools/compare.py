@@ -1,0 +1,141 @@
+"""Side-by-side comparison: RecBole baselines and every distillation method, same split and seeds.
+
+    python run_recbole_kd.py --compare -d ml-100k --config_files bpr200-bpr20 --seeds 3
+
+For each seed: the pair's teacher and student trained alone, RecBole baselines (unmodified), then
+DE, RRD and DERRD distilling the teacher trained alone, and BD starting from both models trained
+alone. Writes ``comparison.md`` (mean ± std over seeds), ``runs.csv`` (one row per run) and
+``comparison.png`` (bar chart) into the results folder (:mod:`recbole_kd.tools.result_store`,
+:mod:`recbole_kd.tools.report`); the same command started again after an interruption trains only
+the runs it lacks.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+
+import torch
+from recbole.data.interaction import Interaction
+from recbole.utils import init_logger
+
+from recbole_kd.config import KDConfig
+from recbole_kd.properties import read_pair
+from recbole_kd.quick_start import prepare_run
+from recbole_kd.registry import is_kd_model
+from recbole_kd.tools.report import plot, relative_summary, summarize
+from recbole_kd.tools.result_store import Results, Run
+from recbole_kd.trainer.factory import create_trainer
+
+DEFAULT_BASELINES = ("LightGCN", "NeuMF", "ItemKNN", "Pop")
+DEFAULT_METHODS = ("DE", "RRD", "DERRD", "BD")
+DEFAULT_RESULTS = os.path.join("saved", "comparison")
+
+
+def timed_run(model: str, dataset: str, config_dict: dict, config_files=None) -> dict:
+    """Train and test one model; add the mean training seconds per epoch (evaluation excluded)."""
+    config = KDConfig(model, dataset, config_file_list=config_files, config_dict=config_dict)
+    init_logger(config)
+    run = prepare_run(config)
+    trainer = create_trainer(run.config, run.model, run.loaders, timed=True)
+    trainer.fit(run.train_data, run.valid_data, saved=True, show_progress=False)
+    if is_kd_model(model):
+        tests = trainer.evaluate_roles(run.test_data, load_best_model=True)
+        valids = trainer.best_valid_results()
+    else:
+        tests = {"student": trainer.evaluate(run.test_data, load_best_model=True)}
+        valids = {"student": trainer.best_valid_result}
+    metric = run.config["valid_metric"].lower()
+    seconds = getattr(trainer, "epoch_seconds", [])
+    return {
+        "test": dict(tests["student"]),
+        "teacher_test": dict(tests["teacher"]) if "teacher" in tests else None,
+        "best_valid_score": {role: result[metric] for role, result in valids.items() if result},
+        "seconds_per_epoch": sum(seconds) / max(len(seconds), 1),
+        "epochs": len(seconds),
+        "saved_model_file": trainer.saved_model_file,
+        "model": run.model,
+    }
+
+
+@torch.no_grad()
+def inference_cost(model, users: int = 2000, repeats: int = 3) -> tuple[int, float]:
+    """(parameter count, full-sort scoring milliseconds per 1,000 users, best of ``repeats``)."""
+    model.eval()
+    params = sum(p.numel() for p in model.parameters())
+    n_users = min(users, model.n_users - 1)
+    device = next(model.parameters(), torch.empty(0)).device
+    user_ids = torch.arange(1, n_users + 1, device=device)
+    best = float("inf")
+    for _ in range(repeats):
+        if hasattr(model, "restore_user_e"):  # time the propagation too, not a cached result
+            model.restore_user_e = model.restore_item_e = None
+        start = time.perf_counter()
+        for batch in user_ids.split(256):
+            model.full_sort_predict(Interaction({model.USER_ID: batch}))
+        best = min(best, time.perf_counter() - start)
+    return params, 1000 * best * 1000 / n_users
+
+
+def one_seed(dataset: str, pair: dict, settings: dict, seed: int, baselines, methods,
+             config_files, progress, results: Results) -> None:
+    common = {**settings, "seed": seed}
+
+    def record(name, model, config_dict, cost=False) -> Run:
+        kept = results.kept(name, seed)
+        if kept:
+            progress(f"seed {seed}: {name} kept from {results.runs_file}")
+            return kept[0]
+        progress(f"seed {seed}: {name} ({model}) ...")
+        out = timed_run(model, dataset, {**common, **config_dict}, config_files)
+        run = Run(name, seed, out["test"], out["seconds_per_epoch"], out["epochs"],
+                  out["saved_model_file"])
+        if cost:
+            run.params, run.ms_per_1000_users = inference_cost(out["model"])
+        extra = []
+        if out["teacher_test"] is not None:
+            extra = [Run("BD teacher", seed, out["teacher_test"], run.seconds_per_epoch, run.epochs)]
+        results.add(run, *extra)
+        progress(f"seed {seed}: {name} done, {out['epochs']} epochs, "
+                 f"{out['seconds_per_epoch']:.2f} s/epoch, {dict(out['test'])}")
+        return run
+
+    teacher = record("teacher alone", pair["teacher_model"], pair["teacher_config"], cost=True)
+    student = record("student alone", pair["student_model"], pair["student_config"], cost=True)
+    for name in baselines:
+        record(name, name, {})
+    for method in methods:
+        warm = {"teacher_checkpoint": teacher.saved_model_file}
+        if method == "BD":
+            warm["student_checkpoint"] = student.saved_model_file
+        record("BD student" if method == "BD" else method, method, warm)
+
+
+def compare(dataset: str, pair_file: str, seeds: int = 1, baselines=DEFAULT_BASELINES,
+            methods=DEFAULT_METHODS, config_files=None, results_dir: str = DEFAULT_RESULTS,
+            settings: dict | None = None, progress=print) -> str:
+    """Run the comparison and write its files; returns the Markdown table."""
+    pair = read_pair(pair_file)
+    # The pair file applies to every run, so its training settings are shared by all models.
+    config_files = [pair_file, *(config_files or [])]
+    settings = {"show_progress": False, "state": "WARNING", **(settings or {})}
+    first_seed = KDConfig("BPR", dataset, config_file_list=config_files,
+                          config_dict=settings)["seed"]
+    setup = {"dataset": dataset, "pair": pair, "config_files": config_files, "settings": settings}
+    results = Results(results_dir, setup)
+    for k in range(seeds):
+        one_seed(dataset, pair, settings, first_seed + k, baselines, methods, config_files,
+                 progress, results)
+    runs = results.runs
+    metrics = list(runs[0].test)
+    table = summarize(runs, metrics)
+    if any(run.name == "student alone" for run in runs):
+        table += "\n\nRelative to the student alone of the same seed:\n\n"
+        table += relative_summary(runs, metrics)
+    with open(os.path.join(results_dir, "comparison.md"), "w", encoding="utf-8") as f:
+        f.write(f"{dataset}, pair {os.path.basename(pair_file)}, {seeds} seed(s) from "
+                f"{first_seed}, test metrics at the best validation (mean ± std)\n\n{table}\n")
+    results.save()
+    plot(runs, metrics[0], os.path.join(results_dir, "comparison.png"))
+    progress(f"results written to {results_dir}/")
+    return table

@@ -1,0 +1,108 @@
+"""The comparison's runs on disk: ``runs.csv`` rewritten after every run, so that an
+interrupted comparison started again trains only the runs it lacks."""
+
+from __future__ import annotations
+
+import csv
+import json
+import os
+from dataclasses import dataclass
+
+from recbole_kd.errors import KDConfigError
+
+# runs.csv columns after the run, the seed and the test metrics.
+CSV_FIELDS = ("train_seconds_per_epoch", "epochs", "params", "scoring_ms_per_1000_users",
+              "saved_model_file")
+
+
+@dataclass
+class Run:
+    """One trained model's outcome."""
+
+    name: str
+    seed: int
+    test: dict
+    seconds_per_epoch: float
+    epochs: int
+    saved_model_file: str = ""
+    params: int | None = None
+    ms_per_1000_users: float | None = None
+
+
+class Results:
+    """The comparison's runs, saved to ``runs.csv`` after each one, so an interrupted comparison
+    started again with the same command and results folder trains only what is missing.
+
+    ``comparison.json`` records what was compared (data set, pair, config files, settings); a
+    folder holding another comparison is refused rather than mixed into it.
+    """
+
+    def __init__(self, results_dir: str, setup: dict):
+        os.makedirs(results_dir, exist_ok=True)
+        self.runs_file = os.path.join(results_dir, "runs.csv")
+        setup_file = os.path.join(results_dir, "comparison.json")
+        setup = json.loads(json.dumps(setup, default=str))
+        self.earlier: list[Run] = []
+        if os.path.exists(self.runs_file) and os.path.exists(setup_file):
+            with open(setup_file, encoding="utf-8") as f:
+                stored = json.load(f)
+            if stored != setup:
+                changed = sorted(k for k in {*stored, *setup} if stored.get(k) != setup.get(k))
+                raise KDConfigError(
+                    f"{results_dir}/ holds the results of another comparison (its "
+                    f"{', '.join(changed)} differ). Pass another --results folder, or delete "
+                    f"{results_dir}/ to start afresh."
+                )
+            self.earlier = read_runs(self.runs_file)
+        with open(setup_file, "w", encoding="utf-8") as f:
+            json.dump(setup, f, indent=1)
+        self.runs: list[Run] = []
+
+    def kept(self, name: str, seed: int) -> list[Run]:
+        """The earlier run ``name`` of ``seed`` (BD: with its teacher), now part of the results;
+        [] when it must be trained (absent, or its checkpoint is gone)."""
+        found = [run for run in self.earlier if run.seed == seed and (
+            run.name == name or (name == "BD student" and run.name == "BD teacher"))]
+        usable = found and all(not run.saved_model_file or os.path.exists(run.saved_model_file)
+                               for run in found)
+        if not usable:
+            return []
+        self.runs += found
+        return found
+
+    def add(self, *runs: Run) -> None:
+        self.runs += runs
+        self.save()
+
+    def save(self) -> None:
+        """Write this comparison's runs (and no earlier run it left out) to ``runs.csv``."""
+        write_csv(self.runs, list(self.runs[0].test), self.runs_file)
+
+
+def write_csv(runs: list[Run], metrics: list[str], path: str) -> None:
+    """One row per run, written to a temporary file and renamed: never a half-written file."""
+    with open(path + ".partial", "w", newline="", encoding="utf-8") as f:
+        writer = csv.writer(f)
+        writer.writerow(["run", "seed", *metrics, *CSV_FIELDS])
+        for run in runs:
+            writer.writerow([run.name, run.seed, *(run.test[m] for m in metrics),
+                             f"{run.seconds_per_epoch:.4f}", run.epochs, run.params or "",
+                             f"{run.ms_per_1000_users:.2f}" if run.ms_per_1000_users else "",
+                             run.saved_model_file])
+    os.replace(path + ".partial", path)
+
+
+def read_runs(path: str) -> list[Run]:
+    """The runs of a ``runs.csv`` written by :func:`write_csv`."""
+    with open(path, newline="", encoding="utf-8") as f:
+        rows = list(csv.DictReader(f))
+    runs = []
+    for row in rows:
+        metrics = {k: float(v) for k, v in row.items() if k not in ("run", "seed", *CSV_FIELDS)}
+        runs.append(Run(
+            row["run"], int(row["seed"]), metrics, float(row["train_seconds_per_epoch"]),
+            int(row["epochs"]), row["saved_model_file"],
+            int(row["params"]) if row["params"] else None,
+            float(row["scoring_ms_per_1000_users"]) if row["scoring_ms_per_1000_users"] else None,
+        ))
+    return runs

@@ -1,0 +1,53 @@
+"""The one place where every trainer the package uses is chosen and built."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+from recbole.utils import get_local_time
+from recbole.utils import get_trainer as recbole_get_trainer
+
+from recbole_kd import checkpoint
+from recbole_kd.eval_protocol import FixedSampledEvaluation, attach_candidates, uses_candidates
+from recbole_kd.kernels import heap
+from recbole_kd.kernels.fused_optimizer import FusedOptimizer
+from recbole_kd.model.base import KnowledgeDistillationModel
+from recbole_kd.trainer.bd_trainer import BDTrainer
+from recbole_kd.trainer.kd_trainer import KDTrainer
+from recbole_kd.trainer.mixins import EpochTimer, with_mixin
+
+
+def get_trainer(model_type, model_class: type) -> type:
+    """The trainer of ``model_class``: recbole_kd's for its models, else RecBole's."""
+    if issubclass(model_class, KnowledgeDistillationModel):
+        return BDTrainer if model_class.teacher_trainable else KDTrainer
+    return recbole_get_trainer(model_type, model_class.__name__)
+
+
+def create_trainer(config, model, loaders: Sequence, model_config=None, timed: bool = False):
+    """The trainer of ``model``, with what the run's settings ask for:
+
+    - evaluation under the run's protocol (``kd_eval_protocol``), its candidates attached;
+    - fused Adam and AdamW (``kd_fused_optimizer``);
+    - glibc keeping freed memory (``kd_keep_freed_memory``, process-wide, applied once here);
+    - with ``timed``, the wall time of every training epoch in ``trainer.epoch_seconds``;
+    - a checkpoint name no other run shares.
+
+    ``model_config`` is the config the trainer trains with (a derived teacher config, say);
+    ``config`` is the run's, which decides the protocol and its candidates.
+    """
+    model_config = model_config or config
+    if config["kd_keep_freed_memory"]:
+        heap.keep_freed_memory()
+    trainer_class = get_trainer(model_config["MODEL_TYPE"], type(model))
+    if uses_candidates(config):
+        trainer_class = with_mixin(FixedSampledEvaluation, trainer_class)
+    if config["kd_fused_optimizer"]:
+        trainer_class = with_mixin(FusedOptimizer, trainer_class)
+    if timed:
+        trainer_class = with_mixin(EpochTimer, trainer_class)
+    trainer = trainer_class(model_config, model)
+    trainer.saved_model_file = checkpoint.run_file(
+        model_config["checkpoint_dir"], model_config["model"], get_local_time())
+    attach_candidates(trainer, config, loaders)
+    return trainer

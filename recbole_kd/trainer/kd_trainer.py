@@ -1,0 +1,195 @@
+"""KDTrainer: RecBole's Trainer plus what distillation needs."""
+
+from __future__ import annotations
+
+import os
+import random
+
+import numpy as np
+import torch
+from recbole.trainer import Trainer
+from recbole.utils import set_color
+
+from recbole_kd import checkpoint
+from recbole_kd.model.backbone import clear_caches
+
+
+def check_finite(losses, names: list[str]) -> None:
+    """Stop on a NaN or infinite loss term, naming it."""
+    for name, loss in zip(names, losses if isinstance(losses, tuple) else (losses,)):
+        if not torch.isfinite(loss):
+            raise ValueError(
+                f"The training loss term '{name}' is {loss.item()}. Lower learning_rate (or this "
+                "term's weight), and check the teacher checkpoint."
+            )
+
+
+class KDTrainer(Trainer):
+    """RecBole's Trainer with an epoch-start hook for the model and named loss terms.
+
+    The optimizer holds the trainable parameters only (the student and the distillers' own
+    networks), never the frozen teacher.
+    """
+
+    _train_data = None  # the loader being trained on, whose shuffling state checkpoints keep
+    _pending_rng: dict | None = None  # random states read by resume_checkpoint, set by fit
+
+    def rng_state(self) -> dict:
+        """Every random state training draws from: torch (Gumbel noise, dropout), numpy
+        (RecBole's negative sampling), Python, and the train loader's shuffling generator."""
+        state = {"torch": torch.get_rng_state(), "numpy": np.random.get_state(),
+                 "python": random.getstate()}
+        if torch.cuda.is_available():
+            state["cuda"] = torch.cuda.get_rng_state_all()
+        if self._train_data is not None:
+            state["loader"] = self._train_data.generator.get_state()
+        return state
+
+    def _restore_rng(self, train_data) -> None:
+        self._train_data = train_data
+        state, self._pending_rng = self._pending_rng, None
+        if state is None:
+            return
+        torch.set_rng_state(state["torch"])
+        np.random.set_state(state["numpy"])
+        random.setstate(state["python"])
+        if "cuda" in state and torch.cuda.is_available():
+            torch.cuda.set_rng_state_all(state["cuda"])
+        if "loader" in state:
+            train_data.generator.set_state(state["loader"])
+
+    def _build_optimizer(self, **kwargs):
+        if "params" not in kwargs and hasattr(self.model, "trainable_parameters"):
+            kwargs["params"] = self.model.trainable_parameters()
+        return super()._build_optimizer(**kwargs)
+
+    def _train_epoch(self, train_data, epoch_idx, loss_func=None, show_progress=False):
+        self.model.on_epoch_start(epoch_idx)
+        return super()._train_epoch(
+            train_data, epoch_idx, loss_func or self._checked_loss, show_progress
+        )
+
+    def _checked_loss(self, interaction):
+        losses = self.model.calculate_loss(interaction)
+        check_finite(losses, self.model.loss_names)
+        return losses
+
+    def evaluate_role(self, eval_data, role: str, show_progress: bool = False):
+        """RecBole's evaluation of the model's current ``role`` model ("teacher" or "student")."""
+        self.model.eval_role = role
+        clear_caches(getattr(self.model, role))
+        try:
+            return Trainer.evaluate(self, eval_data, load_best_model=False,
+                                    show_progress=show_progress)
+        finally:
+            self.model.eval_role = "student"
+
+    def evaluate_roles(self, eval_data, load_best_model: bool = True,
+                       show_progress: bool = False) -> dict[str, dict]:
+        """Metrics of each model the run trains, by role: here the student's."""
+        return {"student": self.evaluate(eval_data, load_best_model,
+                                         show_progress=show_progress)}
+
+    def best_valid_results(self) -> dict[str, dict | None]:
+        """The best validation metrics of each model the run trains, by role."""
+        return {"student": self.best_valid_result}
+
+    def evaluate_alone(self, eval_data, states: dict[str, dict]) -> dict[str, dict]:
+        """Metrics of the models trained alone (``states``: role -> state_dict), each evaluated
+        in its role's slot, whose own weights are put back afterwards."""
+        results = {}
+        for role, state in states.items():
+            module = getattr(self.model, role)
+            current = {k: v.clone() for k, v in module.state_dict().items()}
+            module.load_state_dict(state)
+            try:
+                results[role] = self.evaluate_role(eval_data, role)
+            finally:
+                module.load_state_dict(current)
+                clear_caches(module)
+        return results
+
+    # ----- checkpoints: the best model (RecBole's file) and the last epoch (for resuming) -------
+    @property
+    def resume_file(self) -> str:
+        """``saved/DERRD-<time>.pth`` -> ``saved/DERRD-<time>-last.pth``, written every epoch."""
+        root, ext = os.path.splitext(self.saved_model_file)
+        return f"{root}-last{ext}"
+
+    def _save_checkpoint(self, epoch, verbose=True, **kwargs):
+        """RecBole's best-model checkpoint, written atomically."""
+        path = kwargs.pop("saved_model_file", self.saved_model_file)
+        state = checkpoint.make(
+            "model", self.config, self._best_state_dict(), self.model.other_parameter(),
+            epoch=epoch, cur_step=self.cur_step, best_valid_score=self.best_valid_score,
+            optimizer=self.optimizer.state_dict(),
+        )
+        checkpoint.atomic_save(state, path)
+        if verbose:
+            self.logger.info(set_color("Saving current", "blue") + f": {path}")
+
+    def _best_state_dict(self) -> dict:
+        """The weights the best-model checkpoint holds: the model's current ones."""
+        return self.model.state_dict()
+
+    def _resume_fields(self) -> dict:
+        """What this trainer adds to a resume point beyond the model and the random states."""
+        return {
+            "best_valid_result": self.best_valid_result,
+            "optimizers": {"student": self.optimizer.state_dict()},
+        }
+
+    def _load_resume_fields(self, saved: dict) -> None:
+        self.best_valid_result = saved["best_valid_result"]
+        self.optimizer.load_state_dict(saved["optimizers"]["student"])
+
+    def _save_resume_point(self, epoch: int) -> None:
+        """Everything needed to continue after ``epoch`` exactly as if never stopped."""
+        state = checkpoint.make(
+            "resume", self.config, self.model.state_dict(), self.model.other_parameter(),
+            epoch=epoch, cur_step=self.cur_step, best_valid_score=self.best_valid_score,
+            saved_model_file=self.saved_model_file, rng=self.rng_state(), **self._resume_fields(),
+        )
+        checkpoint.atomic_save(state, self.resume_file)
+
+    def fit(self, train_data, valid_data=None, verbose=True, saved=True, show_progress=False,
+            callback_fn=None):
+        self._restore_rng(train_data)
+
+        def after_validation(epoch_idx, valid_score):
+            if saved:
+                self._save_resume_point(epoch_idx)
+            if callback_fn:
+                callback_fn(epoch_idx, valid_score)
+
+        return super().fit(train_data, valid_data, verbose, saved, show_progress, after_validation)
+
+    def resume_checkpoint(self, resume_file):
+        """Continue a run from its ``-last.pth`` resume point."""
+        saved = checkpoint.read(resume_file, "kd_resume", kinds=("resume",), device=self.device)
+        self.saved_model_file = saved["saved_model_file"]
+        self.start_epoch = saved["epoch"] + 1
+        self.cur_step = saved["cur_step"]
+        self.best_valid_score = saved["best_valid_score"]
+        self.model.load_state_dict(saved["state_dict"])
+        self.model.load_other_parameter(saved.get("other_parameter"))
+        self._load_resume_fields(saved)
+        self._pending_rng = saved["rng"]
+        self.logger.info(f"Checkpoint loaded. Resume training from epoch {self.start_epoch}")
+
+    def _generate_train_loss_output(self, epoch_idx, s_time, e_time, losses):
+        if not isinstance(losses, tuple):
+            return super()._generate_train_loss_output(epoch_idx, s_time, e_time, losses)
+        places = self.config["loss_decimal_place"] or 4
+        terms = ", ".join(
+            set_color(name, "blue") + f": {value:.{places}f}"
+            for name, value in zip(self.model.loss_names, losses)
+        )
+        head = set_color(f"epoch {epoch_idx} training", "green")
+        return f"{head} [{set_color('time', 'blue')}: {e_time - s_time:.2f}s, {terms}]"
+
+    def _add_train_loss_to_tensorboard(self, epoch_idx, losses, tag="Loss/Train"):
+        if not isinstance(losses, tuple):
+            return super()._add_train_loss_to_tensorboard(epoch_idx, losses, tag)
+        for name, value in zip(self.model.loss_names, losses):
+            self.tensorboard.add_scalar(f"{tag}/{name}", value, epoch_idx)

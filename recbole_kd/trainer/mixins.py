@@ -1,0 +1,26 @@
+"""Trainer mixins the factory composes, and the composition itself."""
+
+from __future__ import annotations
+
+import time
+from functools import cache
+
+
+@cache
+def with_mixin(mixin: type, trainer_class: type) -> type:
+    """``trainer_class`` with ``mixin`` in front, named after both; one class per pair, so
+    repeated runs share it."""
+    return type(f"{mixin.__name__}{trainer_class.__name__}", (mixin, trainer_class),
+                {"__doc__": f"{trainer_class.__name__} with {mixin.__name__}."})
+
+
+class EpochTimer:
+    """Records the wall time of every training epoch (evaluation excluded) in ``epoch_seconds``."""
+
+    def _train_epoch(self, *args, **kwargs):
+        if not hasattr(self, "epoch_seconds"):
+            self.epoch_seconds = []
+        start = time.perf_counter()
+        losses = super()._train_epoch(*args, **kwargs)
+        self.epoch_seconds.append(time.perf_counter() - start)
+        return losses
