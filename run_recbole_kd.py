@@ -16,6 +16,7 @@ from __future__ import annotations
 import argparse
 import sys
 
+from recbole_kd.errors import KDConfigError, user_errors
 from recbole_kd.properties import pair_file, parse_settings, resolve_config_files, shipped_file
 from recbole_kd.quick_start import run_recbole_kd
 from recbole_kd.tools import compare
@@ -40,35 +41,56 @@ def parser() -> argparse.ArgumentParser:
                         help="--compare: distillation methods")
     parser.add_argument("--results", type=str, default=compare.DEFAULT_RESULTS,
                         help="--compare: output folder")
-    parser.add_argument("--set", nargs="*", default=[], help="--compare: key=value settings")
+    parser.add_argument("--set", nargs="*", default=[],
+                        help="key=value settings (the same as --key=value)")
+    parser.add_argument("--debug", action="store_true",
+                        help="show the traceback of an error (or set RECBOLE_KD_DEBUG=1)")
     return parser
 
 
-def run_compare(args, config_files) -> None:
-    sys.argv = sys.argv[:1]  # RecBole would parse --key=value from the command line again
+def key_value_args(tokens: list[str]) -> dict[str, str]:
+    """The ``--key=value`` settings among the command line's other arguments; anything else is
+    refused (RecBole would ignore it without a word)."""
+    odd = [token for token in tokens if not (token.startswith("--") and "=" in token)]
+    if odd:
+        raise KDConfigError(
+            f"Unrecognised argument(s) {' '.join(odd)}: settings are written --key=value "
+            "(e.g. --epochs=50); see python run_recbole_kd.py --help."
+        )
+    return parse_settings([token[2:] for token in tokens])
+
+
+def run_compare(args, config_files, settings: dict) -> None:
     pair = config_files[0] if config_files else pair_file("bpr200-bpr20")
     table = compare.compare(
         args.dataset, pair, seeds=args.seeds,
         baselines=[b for b in args.baselines.split(",") if b],
         methods=[m for m in args.methods.split(",") if m],
         config_files=config_files[1:] if config_files else None,
-        results_dir=args.results, settings=parse_settings(args.set),
+        results_dir=args.results, settings=settings,
     )
     print(table)
 
 
-def main() -> None:
-    args, _ = parser().parse_known_args()
-    config_files = resolve_config_files(args.config_files)
-    if args.compare:
-        run_compare(args, config_files)
-    elif args.hyper:
-        from recbole_kd.tuning import tune
+def main(argv: list[str] | None = None) -> None:
+    args, rest = parser().parse_known_args(sys.argv[1:] if argv is None else argv)
+    with user_errors("run_recbole_kd.py", args.debug):
+        settings = {**key_value_args(rest), **parse_settings(args.set)}
+        # The settings reach RecBole as a config dict (converted as it converts the command
+        # line), so RecBole must not read the command line again.
+        sys.argv = sys.argv[:1]
+        config_files = resolve_config_files(args.config_files)
+        if args.compare:
+            run_compare(args, config_files, settings)
+        elif args.hyper:
+            from recbole_kd.tuning import tune
 
-        tune(args.model, args.dataset, shipped_file(args.hyper, "hyper"), config_files,
-             algo=args.algo, max_evals=args.max_evals, output_file=args.output_file)
-    else:
-        run_recbole_kd(model=args.model, dataset=args.dataset, config_file_list=config_files)
+            tune(args.model, args.dataset, shipped_file(args.hyper, "hyper"), config_files,
+                 algo=args.algo, max_evals=args.max_evals, output_file=args.output_file,
+                 config_dict=settings)
+        else:
+            run_recbole_kd(model=args.model, dataset=args.dataset, config_file_list=config_files,
+                           config_dict=settings)
 
 
 if __name__ == "__main__":

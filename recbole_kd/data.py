@@ -8,6 +8,7 @@ same three parts: none of them can see another split's test items.
 from __future__ import annotations
 
 import hashlib
+import os
 from logging import getLogger
 
 import numpy as np
@@ -15,14 +16,34 @@ from recbole.config import Config
 from recbole.data import create_dataset, create_samplers, get_dataloader
 from recbole.utils import init_seed
 
+from recbole_kd.errors import DataFormatError, KDConfigError
+
 
 def build_split(config: Config):
     """(dataset, (train, valid, test) datasets) of ``config``, seeded as RecBole seeds them."""
+    check_data_files(config)
     init_seed(config["seed"], config["reproducibility"])
     dataset = create_dataset(config)
     getLogger().info(dataset)
     check_leave_one_out(config, dataset)
     return dataset, dataset.build()
+
+
+def check_data_files(config: Config) -> None:
+    """Refuse empty interaction files, naming them: RecBole fails on them deep inside."""
+    name = config["dataset"]
+    parts = config["benchmark_filename"] or [None]
+    for part in parts:
+        path = os.path.join(config["data_path"], f"{name}.{part}.inter" if part else f"{name}.inter")
+        if not os.path.isfile(path):
+            continue  # RecBole reports a missing data set itself (or downloads a known one)
+        with open(path, encoding="utf-8") as f:
+            header, first_row = f.readline(), f.readline()
+        if not header.strip() or not first_row.strip():
+            raise DataFormatError(
+                f"'{path}' holds no interactions: it needs a header line such as "
+                "'user_id:token<TAB>item_id:token', then one interaction per line."
+            )
 
 
 def split_fingerprint(dataset, parts) -> str:
@@ -52,7 +73,7 @@ def check_leave_one_out(config: Config, dataset) -> None:
     counts = np.bincount(np.asarray(dataset.inter_feat[dataset.uid_field]), minlength=dataset.user_num)
     short = int(((counts > 0) & (counts < 3)).sum())
     if short:
-        raise ValueError(
+        raise KDConfigError(
             f"{short} users of '{config['dataset']}' have fewer than 3 interactions, too few for "
             "leave-one-out (eval_args split LS: valid_and_test) to give each a training, a "
             'validation and a test item. Filter them with user_inter_num_interval: "[3,inf)".'

@@ -119,12 +119,13 @@ def read_pair(name: str) -> dict:
     return read_yaml(pair_file(name))
 
 
-def parse_settings(items: list[str] | None) -> dict:
-    """``["epochs=50", "topk=[10,20]"]`` -> ``{"epochs": 50, "topk": [10, 20]}`` (YAML values)."""
+def parse_settings(items: list[str] | None) -> dict[str, str]:
+    """``["epochs=50", "topk=[10,20]"]`` -> ``{"epochs": "50", "topk": "[10,20]"}``: values stay
+    text, which RecBole's Config converts as it converts ``--key=value`` on its command line."""
     settings = {}
     for item in items or []:
         key, sep, value = item.partition("=")
         if not sep or not key:
             raise KDConfigError(f"Setting '{item}' is not of the form key=value.")
-        settings[key] = yaml.safe_load(value)
+        settings[key] = value
     return settings

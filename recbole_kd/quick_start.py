@@ -14,7 +14,8 @@ from recbole.utils import init_logger, init_seed, set_color
 from recbole_kd import checkpoint
 from recbole_kd.config import KDConfig
 from recbole_kd.data import build_split, make_loaders
-from recbole_kd.pretrained import Pretrained, resolve_pretrained
+from recbole_kd.errors import CheckpointError
+from recbole_kd.pretrained import SPLIT_KEYS, Pretrained, resolve_pretrained
 from recbole_kd.registry import get_model, is_kd_model
 from recbole_kd.summary import format_summary
 from recbole_kd.trainer.factory import create_trainer
@@ -77,6 +78,22 @@ def prepare_run(config: KDConfig) -> RunState:
     return RunState(config, train_data, valid_data, test_data, model, pretrained)
 
 
+def read_resume_point(config: KDConfig) -> dict:
+    """The resume point ``kd_resume``, refused unless it is of this command's run: the same
+    model, data set, split and seed (another run's would be continued, and overwritten)."""
+    path = config["kd_resume"]
+    saved = checkpoint.read(path, "kd_resume", kinds=("resume",), device=config["device"])
+    saved_config = saved["config"]
+    for key in ("model", "dataset", *SPLIT_KEYS):
+        if saved_config[key] != config[key]:
+            raise CheckpointError(
+                f"kd_resume '{path}' is a resume point of a run with {key}={saved_config[key]!r}, "
+                f"this command has {key}={config[key]!r}: resume with that run's settings, or "
+                "unset kd_resume to start a new run."
+            )
+    return saved
+
+
 def export_path(saved_model_file: str, role: str) -> str:
     """``saved/DERRD-<time>.pth`` -> ``saved/DERRD-<time>-student.pth``."""
     root, _ = os.path.splitext(saved_model_file)
@@ -86,13 +103,14 @@ def export_path(saved_model_file: str, role: str) -> str:
 def train_and_test(config: KDConfig, saved: bool = True, verbose: bool = True) -> dict:
     """Train, evaluate on test and (for distillation models) export the student."""
     logger = getLogger()
+    resume_point = read_resume_point(config) if config["kd_resume"] else None
     run = prepare_run(config)
     config, model = run.config, run.model
     if verbose:
         logger.info(model)
     trainer = create_trainer(config, model, run.loaders)
-    if config["kd_resume"]:
-        trainer.resume_checkpoint(config["kd_resume"])
+    if resume_point is not None:
+        trainer.resume_from(resume_point)
     best_valid_score, _ = trainer.fit(
         run.train_data, run.valid_data, verbose=verbose, saved=saved,
         show_progress=config["show_progress"],

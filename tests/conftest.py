@@ -10,7 +10,8 @@ import pytest
 import recbole
 import torch
 
-from recbole_kd.config import KDConfig, settings_for
+from recbole_kd.config import KDConfig
+from recbole_kd.key_checks import settings_for
 from recbole_kd.quick_start import prepare_run
 from recbole_kd.trainer.factory import create_trainer
 

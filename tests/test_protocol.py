@@ -10,7 +10,7 @@ import torch
 import yaml
 from recbole.trainer import TraditionalTrainer, Trainer
 
-from recbole_kd.config import KDConfigError
+from recbole_kd.errors import KDConfigError
 from recbole_kd.eval_protocol import (
     CandidateSets,
     FixedSampledEvaluation,

@@ -10,6 +10,7 @@ import torch
 
 from recbole_kd.config import KDConfig
 from recbole_kd.data import build_split
+from recbole_kd.errors import CheckpointError
 from recbole_kd.properties import properties_dir
 from recbole_kd.quick_start import run_recbole_kd
 from recbole_kd.tools.convert import convert_fixed_split
@@ -175,5 +176,11 @@ def test_checkpoint_cli_on_ml_small(small_data, workdir, capsys):
     assert png.read_bytes()[:4] == b"\x89PNG"
 
     other_split = train_checkpoint(small_data, "other", embedding_size=8, seed=7)
-    with pytest.raises(ValueError, match="same split"):
+    capsys.readouterr()
+    with pytest.raises(SystemExit) as stopped:
         main([teacher["saved_model_file"], other_split["saved_model_file"]])
+    assert stopped.value.code == 2
+    error = capsys.readouterr().err
+    assert "same split" in error and "Traceback" not in error
+    with pytest.raises(CheckpointError, match="same split"):
+        main([teacher["saved_model_file"], other_split["saved_model_file"], "--debug"])

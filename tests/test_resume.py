@@ -11,7 +11,7 @@ import sys
 import pytest
 import torch
 
-from recbole_kd.config import settings_for
+from recbole_kd.key_checks import settings_for
 from recbole_kd.quick_start import run_recbole_kd
 from recbole_kd.trainer import KDTrainer
 from tests.conftest import REPOSITORY, assert_same, fast

@@ -11,6 +11,7 @@ import math
 import torch
 from torch import Tensor, nn
 
+from recbole_kd.errors import KDConfigError
 from recbole_kd.model.loss import expert_reconstruction_loss, gumbel_softmax
 
 
@@ -37,7 +38,7 @@ class DistillationExperts(nn.Module):
     def __init__(self, student_dim: int, teacher_dim: int, num_experts: int) -> None:
         super().__init__()
         if min(student_dim, teacher_dim, num_experts) < 1:
-            raise ValueError(
+            raise KDConfigError(
                 "student_dim, teacher_dim and num_experts must be positive, got "
                 f"{student_dim}, {teacher_dim}, {num_experts}"
             )

@@ -14,15 +14,18 @@ from __future__ import annotations
 
 import os
 import time
+import warnings
 
 import torch
 from recbole.data.interaction import Interaction
 from recbole.utils import init_logger
 
 from recbole_kd.config import KDConfig
+from recbole_kd.errors import KDConfigError
+from recbole_kd.key_checks import settings_for
 from recbole_kd.properties import read_pair
 from recbole_kd.quick_start import prepare_run
-from recbole_kd.registry import is_kd_model
+from recbole_kd.registry import KD_MODELS, get_model, is_kd_model
 from recbole_kd.tools.report import plot, relative_summary, summarize
 from recbole_kd.tools.result_store import Results, Run
 from recbole_kd.trainer.factory import create_trainer
@@ -87,7 +90,8 @@ def one_seed(dataset: str, pair: dict, settings: dict, seed: int, baselines, met
             progress(f"seed {seed}: {name} kept from {results.runs_file}")
             return kept[0]
         progress(f"seed {seed}: {name} ({model}) ...")
-        out = timed_run(model, dataset, {**common, **config_dict}, config_files)
+        out = timed_run(model, dataset, {**settings_for(model, common), **config_dict},
+                        config_files)
         run = Run(name, seed, out["test"], out["seconds_per_epoch"], out["epochs"],
                   out["saved_model_file"])
         if cost:
@@ -111,6 +115,34 @@ def one_seed(dataset: str, pair: dict, settings: dict, seed: int, baselines, met
         record("BD student" if method == "BD" else method, method, warm)
 
 
+def check_plan(dataset: str, pair: dict, seeds: int, baselines, methods, config_files,
+               settings: dict) -> None:
+    """Refuse a comparison that could not run to its end, before anything is trained: its
+    seeds, baselines, methods and every run's settings."""
+    if not isinstance(seeds, int) or seeds < 1:
+        raise KDConfigError(f"--seeds {seeds}: a comparison needs at least one seed.")
+    for key in ("teacher_model", "student_model"):
+        if not pair.get(key):
+            raise KDConfigError(f"The pair file names no {key}: add '{key}: <RecBole model>'.")
+    for name in methods:
+        if not is_kd_model(name):
+            raise KDConfigError(
+                f"--methods: '{name}' is not a distillation method of recbole_kd ("
+                f"{', '.join(KD_MODELS)}); RecBole models go in --baselines.")
+    for name in baselines:
+        if is_kd_model(name):
+            raise KDConfigError(f"--baselines: '{name}' is a distillation method: use --methods.")
+        get_model(name)  # an unknown name is refused here, naming it
+    runs = [(pair["teacher_model"], pair.get("teacher_config") or {}),
+            (pair["student_model"], pair.get("student_config") or {}),
+            *((name, {}) for name in baselines), *((name, {}) for name in methods)]
+    for model, config_dict in runs:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # each warning is shown once, by the run itself
+            KDConfig(model, dataset, config_file_list=config_files,
+                     config_dict={**settings_for(model, settings), **config_dict})
+
+
 def compare(dataset: str, pair_file: str, seeds: int = 1, baselines=DEFAULT_BASELINES,
             methods=DEFAULT_METHODS, config_files=None, results_dir: str = DEFAULT_RESULTS,
             settings: dict | None = None, progress=print) -> str:
@@ -119,8 +151,9 @@ def compare(dataset: str, pair_file: str, seeds: int = 1, baselines=DEFAULT_BASE
     # The pair file applies to every run, so its training settings are shared by all models.
     config_files = [pair_file, *(config_files or [])]
     settings = {"show_progress": False, "state": "WARNING", **(settings or {})}
-    first_seed = KDConfig("BPR", dataset, config_file_list=config_files,
-                          config_dict=settings)["seed"]
+    check_plan(dataset, pair, seeds, baselines, methods, config_files, settings)
+    first_seed = KDConfig(pair["student_model"], dataset, config_file_list=config_files,
+                          config_dict=settings_for(pair["student_model"], settings))["seed"]
     setup = {"dataset": dataset, "pair": pair, "config_files": config_files, "settings": settings}
     results = Results(results_dir, setup)
     for k in range(seeds):

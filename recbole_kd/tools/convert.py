@@ -25,7 +25,7 @@ import argparse
 import os
 from collections.abc import Iterable, Iterator
 
-from recbole_kd.errors import DataFormatError
+from recbole_kd.errors import DataFormatError, user_errors
 
 INTER_HEADER = "user_id:token\titem_id:token\n"
 SPLIT_PARTS = ("train", "valid", "test")
@@ -39,6 +39,7 @@ def read_users_dat(users_dat: str) -> Iterator[list[str]]:
     not an item (the BD authors' preprocessing read it as one, adding ~5.2k spurious
     interactions to CiteULike-t).
     """
+    _check_exists(users_dat)
     with open(users_dat, encoding="utf-8") as file:
         for line_number, line in enumerate(file, start=1):
             fields = line.split()
@@ -82,6 +83,7 @@ def convert_users_dat(
 
 def read_split_file(path: str) -> list[list[str]]:
     """The (user, item) rows of one split file: tab separated, with the header ``user<TAB>item``."""
+    _check_exists(path)
     with open(path, encoding="utf-8") as file:
         header = file.readline().rstrip("\r\n").split("\t")
         if header != SPLIT_HEADER:
@@ -120,6 +122,11 @@ def _write_inter(path: str, rows: Iterable) -> None:
     os.replace(path + ".partial", path)
 
 
+def _check_exists(path: str) -> None:
+    if not os.path.isfile(path):
+        raise DataFormatError(f"'{path}' does not exist: check the path.")
+
+
 def _dataset_folder(out_dir: str, name: str) -> str:
     folder = os.path.join(out_dir, name)
     os.makedirs(folder, exist_ok=True)
@@ -140,11 +147,13 @@ def main(argv: list[str] | None = None) -> None:
     split.add_argument("split_dir")
     split.add_argument("out_dir")
     split.add_argument("--name", default="citeulike-t-loo")
+    parser.add_argument("--debug", action="store_true", help="show the traceback of an error")
     args = parser.parse_args(argv)
-    if args.command == "users-dat":
-        folder = convert_users_dat(args.users_dat, args.out_dir, args.name, args.min_items)
-    else:
-        folder = convert_fixed_split(args.split_dir, args.out_dir, args.name)
+    with user_errors("convert", args.debug):
+        if args.command == "users-dat":
+            folder = convert_users_dat(args.users_dat, args.out_dir, args.name, args.min_items)
+        else:
+            folder = convert_fixed_split(args.split_dir, args.out_dir, args.name)
     print(f"Wrote {folder}: run with dataset={args.name}, data_path={args.out_dir}")
 
 

@@ -23,6 +23,7 @@ import numpy as np
 import torch
 from recbole.data.interaction import Interaction
 
+from recbole_kd.errors import CheckpointError, user_errors
 from recbole_kd.model.sampler.positives import csr_entries
 
 
@@ -101,12 +102,12 @@ def compare_ranks(ranks_a: torch.Tensor, ranks_b: torch.Tensor) -> dict[str, flo
     """Shares of held-out pairs that model B ranks better (strictly smaller rank), equally, or
     worse than model A; ``pairs`` is their number. The three shares sum to 1."""
     if ranks_a.shape != ranks_b.shape:
-        raise ValueError(
+        raise CheckpointError(
             f"rank vectors differ in shape: {tuple(ranks_a.shape)} vs {tuple(ranks_b.shape)}"
         )
     n = len(ranks_a)
     if n == 0:
-        raise ValueError("no held-out pairs to compare")
+        raise CheckpointError("no held-out pairs to compare")
     return {
         "b_better": (ranks_b < ranks_a).sum().item() / n,
         "equal": (ranks_b == ranks_a).sum().item() / n,
@@ -186,7 +187,7 @@ def compare_checkpoints(
     ranks_a, pairs_a = checkpoint_ranks(path_a, exclude_valid)
     ranks_b, pairs_b = checkpoint_ranks(path_b, exclude_valid)
     if not np.array_equal(pairs_a, pairs_b):
-        raise ValueError(
+        raise CheckpointError(
             "the checkpoints were not trained on the same split (their test pairs differ): "
             "use the same dataset, seed, eval_args and filtering for both"
         )
@@ -210,10 +211,12 @@ def main(argv: list[str] | None = None) -> None:
         action="store_true",
         help="keep validation items among the candidates (default: excluded, as RecBole does)",
     )
+    parser.add_argument("--debug", action="store_true", help="show the traceback of an error")
     args = parser.parse_args(argv)
-    shares = compare_checkpoints(
-        args.checkpoint_a, args.checkpoint_b, not args.keep_valid, args.png, tuple(args.labels)
-    )
+    with user_errors("rank_comparison", args.debug):
+        shares = compare_checkpoints(
+            args.checkpoint_a, args.checkpoint_b, not args.keep_valid, args.png, tuple(args.labels)
+        )
     print(f"held-out pairs: {shares['pairs']}")
     print(f"B ranks better: {shares['b_better']:.4f}")
     print(f"equal:          {shares['equal']:.4f}")

@@ -11,6 +11,7 @@ from recbole.trainer import Trainer
 from recbole.utils import set_color
 
 from recbole_kd import checkpoint
+from recbole_kd.errors import TrainingError
 from recbole_kd.model.backbone import clear_caches
 
 
@@ -18,7 +19,7 @@ def check_finite(losses, names: list[str]) -> None:
     """Stop on a NaN or infinite loss term, naming it."""
     for name, loss in zip(names, losses if isinstance(losses, tuple) else (losses,)):
         if not torch.isfinite(loss):
-            raise ValueError(
+            raise TrainingError(
                 f"The training loss term '{name}' is {loss.item()}. Lower learning_rate (or this "
                 "term's weight), and check the teacher checkpoint."
             )
@@ -166,7 +167,11 @@ class KDTrainer(Trainer):
 
     def resume_checkpoint(self, resume_file):
         """Continue a run from its ``-last.pth`` resume point."""
-        saved = checkpoint.read(resume_file, "kd_resume", kinds=("resume",), device=self.device)
+        self.resume_from(checkpoint.read(resume_file, "kd_resume", kinds=("resume",),
+                                         device=self.device))
+
+    def resume_from(self, saved: dict) -> None:
+        """Continue the run whose resume point (a checkpoint dict) is ``saved``."""
         self.saved_model_file = saved["saved_model_file"]
         self.start_epoch = saved["epoch"] + 1
         self.cur_step = saved["cur_step"]

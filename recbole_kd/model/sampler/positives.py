@@ -18,6 +18,8 @@ from recbole.utils import set_color
 from torch import Tensor
 from tqdm import tqdm
 
+from recbole_kd.errors import KDConfigError
+
 ScoreFn = Callable[[Tensor], Tensor]
 """All-item scores of a chunk of users: LongTensor [C] -> FloatTensor [C, n_items]."""
 
@@ -35,7 +37,7 @@ def user_chunks(
     """Consecutive user ids 0..n_users-1 split into LongTensors of at most ``chunk_size`` ids;
     with ``progress`` (a label), shown as a tqdm bar."""
     if chunk_size < 1:
-        raise ValueError(f"chunk_size must be >= 1, got {chunk_size}")
+        raise KDConfigError(f"kd_chunk_size must be >= 1, got {chunk_size}")
     chunks = torch.arange(n_users, device=device).split(chunk_size)
     if progress:
         return tqdm(chunks, desc=set_color(progress, "pink"), ncols=100)

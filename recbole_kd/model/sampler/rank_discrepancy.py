@@ -17,6 +17,7 @@ import scipy.sparse as sp
 import torch
 from torch import Tensor
 
+from recbole_kd.errors import KDConfigError
 from recbole_kd.kernels.sort import sort_keys, stable_row_order
 from recbole_kd.model.sampler.positives import (
     PositiveRows,
@@ -49,7 +50,7 @@ def ranks_from_scores(
         items, 0 for excluded ones.
     """
     if convention not in CONVENTIONS:
-        raise ValueError(f"convention must be one of {CONVENTIONS}, got {convention!r}")
+        raise KDConfigError(f"convention must be one of {CONVENTIONS}, got {convention!r}")
     keys = sort_keys(scores, descending=convention == "paper")
     if excluded is not None:
         # Park excluded items behind all eligible ones so those hold ranks 1..n_eligible.
@@ -151,17 +152,17 @@ class RankDiscrepancySampler:
         chunk_size: int = 1024,
     ) -> None:
         if convention not in CONVENTIONS:
-            raise ValueError(f"convention must be one of {CONVENTIONS}, got {convention!r}")
+            raise KDConfigError(f"convention must be one of {CONVENTIONS}, got {convention!r}")
         if positives_mode not in POSITIVES_MODES:
-            raise ValueError(
+            raise KDConfigError(
                 f"positives_mode must be one of {POSITIVES_MODES}, got {positives_mode!r}"
             )
         if items_per_positive < 1:
-            raise ValueError(f"items_per_positive must be >= 1, got {items_per_positive}")
+            raise KDConfigError(f"items_per_positive must be >= 1, got {items_per_positive}")
         self.device = torch.device(device)
         self.positives = PositiveRows(positives_csr, self.device)
         if self.positives.shape[1] != n_items:
-            raise ValueError(f"positives have {self.positives.shape[1]} columns, not {n_items}")
+            raise KDConfigError(f"positives have {self.positives.shape[1]} columns, not {n_items}")
         self.n_items = n_items
         self.eps_t, self.eps_s = eps_t, eps_s
         self.convention = convention
@@ -193,7 +194,7 @@ class RankDiscrepancySampler:
         the previous pools are kept.
         """
         if epochs < 1:
-            raise ValueError(f"epochs must be >= 1, got {epochs}")
+            raise KDConfigError(f"epochs must be >= 1, got {epochs}")
         start = time.perf_counter()
         need = self.positives.counts * (self.items_per_positive * epochs)
         offsets_tensor = torch.cat([need.new_zeros(1), torch.cumsum(need, dim=0)])
@@ -251,7 +252,7 @@ class RankDiscrepancySampler:
         """
         flat = torch.empty(int(need.sum()), dtype=self._pool_dtype, device=self.device)
         if bool(((weights.amax(dim=1) <= 0) & (need > 0)).any()):
-            raise ValueError("a user with training positives has no eligible item to sample")
+            raise KDConfigError("a user with training positives has no eligible item to sample")
         row_start = torch.cumsum(need, dim=0) - need  # where each row's draws go in ``flat``
         bit_length = torch.frexp(need.to(torch.float64)).exponent  # 0 for need 0; exact < 2^53
         for length in torch.unique(bit_length).tolist():  # ascending: a fixed random stream
@@ -280,7 +281,7 @@ class RankDiscrepancySampler:
         starts = self.offsets[users]
         sizes = self.offsets[users + 1] - starts
         if bool((sizes == 0).any()):
-            raise ValueError(
+            raise KDConfigError(
                 "next_items() got a user without BD draws: call refresh() first; users without "
                 "training positives have none"
             )

@@ -12,6 +12,7 @@ import scipy.sparse as sp
 import torch
 from torch import Tensor
 
+from recbole_kd.errors import KDConfigError
 from recbole_kd.model.sampler.positives import (
     PositiveRows,
     ScoreFn,
@@ -48,7 +49,7 @@ def teacher_top_n(
     max_positives = int(positives.counts.max()) if n_users else 0
     available = n_items - 1 - max_positives
     if not 1 <= n <= available:
-        raise ValueError(
+        raise KDConfigError(
             f"rrd_top_n={n} must be between 1 and {available}, the number of items every user can "
             f"be recommended (n_items - 1 - max training positives per user = {n_items} - 1 - "
             f"{max_positives})"
@@ -97,7 +98,7 @@ class RelaxedRankingSampler:
         self.top_n = top_n.to(self.device, torch.long)
         self.positives = PositiveRows(positives_csr, self.device)
         if self.positives.shape != (self.top_n.shape[0], n_items):
-            raise ValueError(
+            raise KDConfigError(
                 f"positives have shape {self.positives.shape}, expected "
                 f"(n_users={self.top_n.shape[0]} rows of top_n, n_items={n_items})"
             )
@@ -123,23 +124,23 @@ class RelaxedRankingSampler:
         fewest items any user can draw as uninteresting."""
         n = self.top_n.shape[1]
         if not 1 <= self.n_interesting <= n:
-            raise ValueError(
+            raise KDConfigError(
                 f"rrd_interesting={self.n_interesting} must be between 1 and rrd_top_n={n}"
             )
         if self.subsample and not self.temperature > 0:
-            raise ValueError(f"rrd_temperature={self.temperature} must be > 0")
+            raise KDConfigError(f"rrd_temperature={self.temperature} must be > 0")
         if self.top_n.numel() and not (
             (self.top_n >= 1).all() and (self.top_n < self.n_items).all()
         ):
-            raise ValueError("top_n holds item ids outside 1..n_items-1 (item 0 is padding)")
+            raise KDConfigError("top_n holds item ids outside 1..n_items-1 (item 0 is padding)")
         fewest = self.n_items
         for users in user_chunks(self.top_n.shape[0], self.chunk_size, self.device):
             if self.positives.mask(users).gather(1, self.top_n[users]).any():
-                raise ValueError("top_n lists a training positive of its user")
+                raise KDConfigError("top_n lists a training positive of its user")
             eligible = self.n_items - self._excluded(users).sum(dim=1)
             fewest = min(fewest, int(eligible.min()))
         if not 0 <= self.n_uninteresting <= fewest:
-            raise ValueError(
+            raise KDConfigError(
                 f"rrd_uninteresting={self.n_uninteresting} must be between 0 and {fewest}, the "
                 "smallest number of items of a user that are neither training positives, nor in "
                 "the top-N list, nor item 0"
