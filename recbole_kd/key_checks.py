@@ -13,7 +13,9 @@ from recbole_kd.registry import get_model, is_kd_model
 
 # Prefixes that mark a key as the plugin's: such a key must be one the plugin defines, so a
 # misspelling is an error instead of a silently ignored setting.
-PLUGIN_PREFIXES = ("teacher_", "student_", "de_", "rrd_", "bd_", "kd_")
+PLUGIN_PREFIXES = (
+    "teacher_", "student_", "de_", "rrd_", "bd_", "kd_", "rd_", "cd_", "dcd_", "htd_"
+)
 
 
 def _positive(x: Any) -> bool:
@@ -26,6 +28,18 @@ def _non_negative(x: Any) -> bool:
 
 def _positive_int(x: Any) -> bool:
     return isinstance(x, int) and not isinstance(x, bool) and x > 0
+
+
+def _non_negative_int(x: Any) -> bool:
+    return isinstance(x, int) and not isinstance(x, bool) and x >= 0
+
+
+def _number(x: Any) -> bool:
+    return isinstance(x, (int, float)) and not isinstance(x, bool)
+
+
+def _unit_interval(x: Any) -> bool:
+    return _number(x) and 0 <= x <= 1
 
 
 def _is_bool(x: Any) -> bool:
@@ -92,16 +106,46 @@ KEY_RULES: dict[str, tuple[Callable[[Any], bool], str]] = {
     "student_weight_decay": (_optional(_non_negative), "a number >= 0 or null (= weight_decay)"),
     "kd_eval_protocol": (_one_of("full", "fixed_sampled"), "full or fixed_sampled"),
     "kd_eval_negatives": (_positive_int, "a positive int (negatives per user)"),
+    "rd_weight": (_non_negative, "a number >= 0"),
+    "rd_top_k": (_positive_int, "a positive int"),
+    "rd_position_sharpness": (_positive, "a number > 0"),
+    "rd_mu": (_positive, "a number > 0"),
+    "rd_dynamic_samples": (_positive_int, "a positive int"),
+    "rd_dynamic_start_epoch": (_non_negative_int, "an int >= 0"),
+    "rd_weight_renormalize": (_is_bool, "true or false"),
+    "rd_rank_offset": (_is_bool, "true or false"),
+    "rd_dynamic_per": (_one_of("row", "user"), "row or user"),
+    "cd_weight": (_non_negative, "a number >= 0"),
+    "cd_guide": (_one_of("student", "teacher", "random"), "student, teacher or random"),
+    "cd_redraw_each_epoch": (_optional(_is_bool), "true, false or null (= only for cd_guide student)"),
+    "cd_top_n": (_positive_int, "a positive int"),
+    "cd_temperature": (_positive, "a number > 0"),
+    "cd_samples": (_positive_int, "a positive int"),
+    "cd_label_temperature": (_positive, "a number > 0"),
+    "cd_label_shift": (_number, "a number"),
+    "dcd_weight_user": (_non_negative, "a number >= 0"),
+    "dcd_weight_item": (_non_negative, "a number >= 0"),
+    "dcd_top_n": (_positive_int, "a positive int"),
+    "dcd_eps": (_positive, "a number > 0"),
+    "dcd_samples": (_positive_int, "a positive int"),
+    "dcd_refresh_epochs": (_positive_int, "a positive int"),
+    "dcd_weight_floor": (_non_negative, "a number >= 0"),
+    "dcd_rrd_weight": (_non_negative, "a number >= 0"),
+    "htd_weight": (_non_negative, "a number >= 0"),
+    "htd_alpha": (_unit_interval, "a number in [0, 1]"),
+    "htd_num_groups": (_positive_int, "a positive int"),
+    "htd_group_level": (_one_of("pe", "pp"), "pe or pp"),
+    "htd_entity_mask": (_one_of("reference", "group"), "reference or group"),
+    "htd_prototype_grad": (_is_bool, "true or false"),
+    "htd_tau_start": (_positive, "a number > 0"),
+    "htd_tau_end": (_positive, "a number > 0"),
+    "htd_anneal_epochs": (_optional(_positive_int), "a positive int or null (= epochs)"),
 }
 
 
 def _positive_ints(x: Any) -> bool:
     values = x if isinstance(x, list) else [x]
     return bool(values) and all(_positive_int(v) for v in values)
-
-
-def _non_negative_int(x: Any) -> bool:
-    return isinstance(x, int) and not isinstance(x, bool) and x >= 0
 
 
 # RecBole keys whose impossible values RecBole accepts silently (or fails on deep inside):
@@ -201,5 +245,7 @@ def check_plugin_keys(config_dict: dict[str, Any], model: str) -> None:
             close = difflib.get_close_matches(key, list(KEY_RULES), n=1)
             hint = f" Did you mean '{close[0]}'?" if close else ""
             raise KDConfigError(f"Unknown recbole_kd config key '{key}'.{hint}")
-    if config_dict.get("de_tau_end", 0) > config_dict.get("de_tau_start", 1):
-        raise KDConfigError("de_tau_end must not exceed de_tau_start (the temperature decays).")
+    for prefix in ("de", "htd"):
+        if config_dict.get(f"{prefix}_tau_end", 0) > config_dict.get(f"{prefix}_tau_start", 1):
+            raise KDConfigError(
+                f"{prefix}_tau_end must not exceed {prefix}_tau_start (the temperature decays).")

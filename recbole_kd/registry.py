@@ -7,12 +7,16 @@ from recbole.utils import get_model as recbole_get_model
 from recbole_kd.errors import KDConfigError
 from recbole_kd.model.base import KnowledgeDistillationModel
 from recbole_kd.model.bd import BD
+from recbole_kd.model.cd import CD
+from recbole_kd.model.dcd import DCD
 from recbole_kd.model.de import DE
 from recbole_kd.model.derrd import DERRD
+from recbole_kd.model.htd import HTD
+from recbole_kd.model.rd import RD
 from recbole_kd.model.rrd import RRD
 
 KD_MODELS: dict[str, type[KnowledgeDistillationModel]] = {
-    model.__name__: model for model in (DE, RRD, DERRD, BD)
+    model.__name__: model for model in (DE, RRD, DERRD, BD, RD, CD, DCD, HTD)
 }
 
 

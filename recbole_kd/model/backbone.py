@@ -147,6 +147,12 @@ class Backbone:
         batch = Interaction({m.USER_ID: flat_users, m.ITEM_ID: items.reshape(-1)})
         return m.predict(batch).view(items.shape)
 
+    def user_list_scores(self, users: Tensor, items: Tensor) -> Tensor:
+        """Scores of the users ``users`` [I, N] for the item of their row ``items`` [I]: [I, N],
+        differentiable (DCD ranks users per item)."""
+        flat_items = items.unsqueeze(1).expand_as(users).reshape(-1, 1)
+        return self.score(users.reshape(-1), flat_items).view(users.shape)
+
     @torch.no_grad()
     def all_item_scores(self, users: Tensor) -> Tensor:
         """Scores of every item for ``users``: [len(users), n_items], no gradient."""
