@@ -23,7 +23,8 @@ from recbole_kd.tools import compare
 
 
 def parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    # No abbreviations: --seed (a RecBole key) must not be taken for --seeds.
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0], allow_abbrev=False)
     parser.add_argument("--model", "-m", type=str, default="DERRD", help="model name")
     parser.add_argument("--dataset", "-d", type=str, default="ml-100k", help="data set name")
     parser.add_argument(

@@ -68,6 +68,23 @@ def small_data(tmp_path_factory) -> str:
     return str(root)
 
 
+@pytest.fixture(scope="session")
+def stock_teacher(small_data, tmp_path_factory) -> str:
+    """A BPR checkpoint written by stock RecBole on the small data (seed 2020, 32 dimensions)."""
+    from recbole.quick_start import run_recbole
+
+    folder = tmp_path_factory.mktemp("stock")
+    here = os.getcwd()
+    os.chdir(folder)
+    try:
+        run_recbole("BPR", config_dict={**FAST, "data_path": small_data, "embedding_size": 32},
+                    saved=True)
+    finally:
+        os.chdir(here)
+    (path,) = (folder / "saved").glob("BPR-*.pth")
+    return str(path)
+
+
 @pytest.fixture(autouse=True)
 def workdir(tmp_path, monkeypatch):
     """RecBole writes log/, saved/ and log_tensorboard/ under the working directory, and parses
