@@ -2,9 +2,6 @@
 
 from __future__ import annotations
 
-from recbole.utils import get_model as recbole_get_model
-
-from recbole_kd.errors import KDConfigError
 from recbole_kd.model.base import KnowledgeDistillationModel
 from recbole_kd.model.bd import BD
 from recbole_kd.model.cd import CD
@@ -13,6 +10,7 @@ from recbole_kd.model.de import DE
 from recbole_kd.model.derrd import DERRD
 from recbole_kd.model.htd import HTD
 from recbole_kd.model.rd import RD
+from recbole_kd.model.role_config import recbole_model
 from recbole_kd.model.rrd import RRD
 
 KD_MODELS: dict[str, type[KnowledgeDistillationModel]] = {
@@ -28,11 +26,5 @@ def get_model(model_name: str) -> type:
     """The model class named ``model_name``: a recbole_kd model, else one of RecBole's."""
     if model_name in KD_MODELS:
         return KD_MODELS[model_name]
-    try:
-        return recbole_get_model(model_name)
-    except (ValueError, ImportError, AttributeError) as error:
-        # RecBole reaches an optional import (lightgbm) before admitting the name is unknown.
-        raise KDConfigError(
-            f"Unknown model '{model_name}': not a recbole_kd model ({', '.join(KD_MODELS)}) "
-            "nor a RecBole model. Check the spelling (names are case-sensitive, e.g. BPR, LightGCN)."
-        ) from error
+    return recbole_model(
+        model_name, f": not a recbole_kd model ({', '.join(KD_MODELS)}) nor a RecBole model")

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import glob
+import os
 import re
 import unicodedata
 from pathlib import Path
@@ -110,3 +112,21 @@ def test_readme_is_short():
 )
 def test_slug_follows_github(heading: str, anchor: str):
     assert slug(heading) == anchor
+
+
+def test_config_reference_lists_every_key_with_its_yaml_default():
+    """docs/config.md agrees with the property files, the one source of each default."""
+    from recbole_kd.key_checks import KEY_RULES
+    from recbole_kd.properties import plugin_keys, properties_dir, read_yaml
+    from recbole_kd.tools.config_table import loaded_default
+
+    with open(os.path.join(ROOT, "docs", "config.md"), encoding="utf-8") as f:
+        cells = dict(re.findall(r"^\| `(\w+)` \| (`[^|]*`) \|", f.read(), flags=re.MULTILINE))
+    files = [os.path.join(properties_dir(), "overall.yaml")]
+    files += sorted(glob.glob(os.path.join(properties_dir(), "model", "*.yaml")))
+    for path in files:
+        for key, value in read_yaml(path).items():
+            if key in plugin_keys():
+                assert key in cells, f"{key} of {path} is missing from docs/config.md"
+                assert loaded_default(cells[key]) == value, key
+    assert set(KEY_RULES) == set(plugin_keys())  # every key defined has a value check

@@ -27,6 +27,13 @@ class Distiller(nn.Module):
 
     name = "kd"
 
+    def __init__(self, model: KnowledgeDistillationModel):
+        super().__init__()
+        # Plain attributes, not submodules: the models belong to the distillation model.
+        self.student_net, self.teacher_net = model.student_net, model.teacher_net
+        self.n_users, self.n_items = model.n_users, model.n_items
+        self.positives = model.positives  # training interactions, CSR [n_users, n_items]
+
     def prepare(self) -> None:
         """One-time work that needs the trained teacher (caches, top-N lists)."""
 

@@ -38,9 +38,7 @@ class CDDistiller(CheckpointedDraws, Distiller):
     state_names = ("samples",)
 
     def __init__(self, model: KnowledgeDistillationModel, config):
-        super().__init__()
-        self.student_net, self.teacher_net = model.student_net, model.teacher_net
-        self.positives, self.n_items, self.n_users = model.positives, model.n_items, model.n_users
+        super().__init__(model)
         self.weight = config["cd_weight"]
         self.guide = config["cd_guide"]
         self.list_len = config["cd_top_n"]

@@ -44,11 +44,9 @@ class DCDDistiller(CheckpointedDraws, Distiller):
     state_names = ("under", "over")
 
     def __init__(self, model: KnowledgeDistillationModel, config, side: str):
-        super().__init__()
+        super().__init__(model)
         self.side = side
         self.name = "ucd_loss" if side == "user" else "icd_loss"
-        self.student_net, self.teacher_net = model.student_net, model.teacher_net
-        self.positives = model.positives
         self.weight = config["dcd_weight_user" if side == "user" else "dcd_weight_item"]
         self.list_len = config["dcd_top_n"]
         self.eps = config["dcd_eps"]

@@ -15,17 +15,17 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
-from recbole_kd.model.base import Distiller, KnowledgeDistillationModel
+from recbole_kd.model.base import KnowledgeDistillationModel
 from recbole_kd.model.competitor_loss import (
     group_prototypes,
     topology_entity_loss,
     topology_group_entity_loss,
     topology_group_group_loss,
 )
-from recbole_kd.model.layers import DistillationExperts
+from recbole_kd.model.expert_distiller import ExpertDistiller
 
 
-class HTDDistiller(Distiller):
+class HTDDistiller(ExpertDistiller):
     """The HTD term: htd_weight * [alpha L_TD + (1 - alpha) L_GA] / B.
 
     L_GA is DE's reconstruction loss summed over the batch's unique users and unique items
@@ -37,37 +37,17 @@ class HTDDistiller(Distiller):
     name = "htd_loss"
 
     def __init__(self, model: KnowledgeDistillationModel, config):
-        super().__init__()
-        self.student_net, self.teacher_net = model.student_net, model.teacher_net
-        self.n_users, self.n_items = model.n_users, model.n_items
-        student_dim = self.student_net.representation_dim()
-        teacher_dim = self.teacher_net.representation_dim()
+        # The authors' schedule: epochs 0 and 1 at tau_start, then geometric decay, reaching
+        # tau_end at epoch E + 1 (the annealing is computed after each epoch).
+        super().__init__(model, config["htd_num_groups"], config["htd_tau_start"],
+                         config["htd_tau_end"], config["htd_anneal_epochs"] or config["epochs"],
+                         delay=1)
         self.n_groups = config["htd_num_groups"]
-        self.user_experts = DistillationExperts(student_dim, teacher_dim, self.n_groups)
-        self.item_experts = DistillationExperts(student_dim, teacher_dim, self.n_groups)
         self.weight = config["htd_weight"]
         self.alpha = config["htd_alpha"]
         self.group_level = config["htd_group_level"]
         self.entity_mask = config["htd_entity_mask"]
         self.prototype_grad = config["htd_prototype_grad"]
-        self.tau_start = config["htd_tau_start"]
-        self.tau_end = config["htd_tau_end"]
-        self.anneal_epochs = config["htd_anneal_epochs"] or config["epochs"]
-        self.tau = self.tau_start
-        self.teacher_users: Tensor | None = None
-        self.teacher_items: Tensor | None = None
-
-    def prepare(self) -> None:
-        device = self.teacher_net.device
-        users = torch.arange(self.n_users, device=device)
-        items = torch.arange(self.n_items, device=device)
-        self.teacher_users, self.teacher_items = self.teacher_net.representations(users, items)
-
-    def on_epoch_start(self, epoch: int) -> None:
-        # The authors' schedule: epochs 0 and 1 at tau_start, then geometric decay, reaching
-        # tau_end at epoch E + 1 (the annealing is computed after each epoch).
-        progress = min(max(epoch - 1, 0) / self.anneal_epochs, 1.0)
-        self.tau = self.tau_start * (self.tau_end / self.tau_start) ** progress
 
     @torch.no_grad()
     def groups(self, teacher_users: Tensor, teacher_items: Tensor) -> Tensor:

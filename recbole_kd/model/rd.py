@@ -41,9 +41,7 @@ class RDDistiller(CheckpointedDraws, Distiller):
     state_names = ("dynamic",)
 
     def __init__(self, model: KnowledgeDistillationModel, config):
-        super().__init__()
-        self.student_net, self.teacher_net = model.student_net, model.teacher_net
-        self.positives_csr, self.n_items = model.positives, model.n_items
+        super().__init__(model)
         self.weight = config["rd_weight"]
         self.top_k = config["rd_top_k"]
         self.sharpness = config["rd_position_sharpness"]
@@ -62,21 +60,21 @@ class RDDistiller(CheckpointedDraws, Distiller):
         device = self.teacher_net.device
         self.top = teacher_top_n(
             self.teacher_net.all_item_scores,
-            self.positives_csr,
+            self.positives,
             self.top_k,
             self.chunk_size,
             device,
         )
-        self.positives = PositiveRows(self.positives_csr, device)
+        self.positive_rows = PositiveRows(self.positives, device)
         self.position_weights = rd_position_weights(self.top_k, self.sharpness, device=device)
         self.restore_draws(self.seed, device)
 
     def on_epoch_start(self, epoch: int) -> None:
         self.hybrid = epoch >= self.start_epoch  # epochs 1..E0 (1-based) use w^a alone
         if self.hybrid and self.dynamic_per == "user":
-            users = torch.arange(self.positives.shape[0], device=self.top.device)
+            users = torch.arange(self.positive_rows.shape[0], device=self.top.device)
             self.dynamic = uniform_non_positives(
-                self.positives, users, self.n_dynamic, self.generator
+                self.positive_rows, users, self.n_dynamic, self.generator
             )
 
     def row_weights(self, user: Tensor, top_scores: Tensor) -> Tensor:
@@ -84,7 +82,8 @@ class RDDistiller(CheckpointedDraws, Distiller):
         if not self.hybrid:
             return self.position_weights.expand_as(top_scores)
         if self.dynamic_per == "row":
-            dynamic = uniform_non_positives(self.positives, user, self.n_dynamic, self.generator)
+            dynamic = uniform_non_positives(self.positive_rows, user, self.n_dynamic,
+                                            self.generator)
         else:
             dynamic = self.dynamic[user]
         with torch.no_grad():

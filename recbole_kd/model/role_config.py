@@ -15,16 +15,23 @@ from recbole_kd.errors import KDConfigError
 from recbole_kd.properties import plugin_keys
 
 
-def backbone_class(model_name: str, role: str) -> type:
-    """RecBole's model class named ``model_name``, for the ``role`` ("teacher" or "student")."""
+def recbole_model(model_name: str, what: str) -> type:
+    """RecBole's model class named ``model_name``; an unknown name is refused, with ``what``
+    said of it."""
     try:
         return recbole_get_model(model_name)
     except (ValueError, ImportError, AttributeError) as error:
         # RecBole reaches an optional import (lightgbm) before admitting the name is unknown.
         raise KDConfigError(
-            f"Unknown model '{model_name}' for {role}_model: the teacher and the student are "
-            "RecBole models. Check the spelling (names are case-sensitive, e.g. BPR, LightGCN)."
+            f"Unknown model '{model_name}'{what}. Check the spelling (names are case-sensitive, "
+            "e.g. BPR, LightGCN)."
         ) from error
+
+
+def backbone_class(model_name: str, role: str) -> type:
+    """RecBole's model class named ``model_name``, for the ``role`` ("teacher" or "student")."""
+    return recbole_model(
+        model_name, f" for {role}_model: the teacher and the student are RecBole models")
 
 
 def model_defaults(config: Config, model_name: str) -> dict[str, Any]:

@@ -31,9 +31,7 @@ class RRDDistiller(Distiller):
     name = "rrd_loss"
 
     def __init__(self, model: KnowledgeDistillationModel, config):
-        super().__init__()
-        self.student_net, self.teacher_net = model.student_net, model.teacher_net
-        self.positives, self.n_items = model.positives, model.n_items
+        super().__init__(model)
         self.weight = config["rrd_weight"]
         self.config = {
             key: config[key]
