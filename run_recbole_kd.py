@@ -42,6 +42,8 @@ def parser() -> argparse.ArgumentParser:
                         help="--compare: distillation methods")
     parser.add_argument("--results", type=str, default=compare.DEFAULT_RESULTS,
                         help="--compare: output folder")
+    parser.add_argument("--tune", type=int, default=0,
+                        help="--compare: N trials of HyperTuning per contender, on validation")
     parser.add_argument("--set", nargs="*", default=[],
                         help="key=value settings (the same as --key=value)")
     parser.add_argument("--debug", action="store_true",
@@ -68,7 +70,7 @@ def run_compare(args, config_files, settings: dict) -> None:
         baselines=[b for b in args.baselines.split(",") if b],
         methods=[m for m in args.methods.split(",") if m],
         config_files=config_files[1:] if config_files else None,
-        results_dir=args.results, settings=settings,
+        results_dir=args.results, settings=settings, tune=args.tune,
     )
     print(table)
 

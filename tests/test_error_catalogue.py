@@ -103,6 +103,7 @@ CASES: dict[str, Case] = {
     "compare-no-seed": Case(kd("--compare", "--seeds=0"), "--seeds 0"),
     "compare-baseline-as-method": Case(kd("--compare", "--methods=BPR"),
                                        "'BPR' is not a distillation method"),
+    "compare-negative-tune": Case(kd("--compare", "--tune=-1"), "--tune -1"),
     "compare-bad-setting": Case(kd("--compare", "--epochs=-3"), "'epochs' = -3 is invalid"),
     "convert-missing-input": Case(lambda p: ["users-dat", "nowhere.dat", "out"],
                                   "'nowhere.dat' does not exist", convert.main),

@@ -26,7 +26,8 @@ from recbole_kd.key_checks import settings_for
 from recbole_kd.properties import read_pair
 from recbole_kd.quick_start import prepare_run
 from recbole_kd.registry import KD_MODELS, get_model, is_kd_model
-from recbole_kd.tools.report import plot, relative_summary, summarize
+from recbole_kd.tools.compare_tuning import Tuner
+from recbole_kd.tools.report import chosen_table, plot, plot_tradeoff, relative_summary, summarize
 from recbole_kd.tools.result_store import Results, Run
 from recbole_kd.trainer.factory import create_trainer
 
@@ -54,6 +55,8 @@ def timed_run(model: str, dataset: str, config_dict: dict, config_files=None) ->
         "test": dict(tests["student"]),
         "teacher_test": dict(tests["teacher"]) if "teacher" in tests else None,
         "best_valid_score": {role: result[metric] for role, result in valids.items() if result},
+        "valid": dict(valids["student"] or {}),
+        "valid_score_bigger": run.config["valid_metric_bigger"],
         "seconds_per_epoch": sum(seconds) / max(len(seconds), 1),
         "epochs": len(seconds),
         "saved_model_file": trainer.saved_model_file,
@@ -80,32 +83,48 @@ def inference_cost(model, users: int = 2000, repeats: int = 3) -> tuple[int, flo
     return params, 1000 * best * 1000 / n_users
 
 
+def trial_result(out: dict) -> dict:
+    """A timed run's outcome as the result dict of RecBole's HyperTuning."""
+    return {"best_valid_score": out["best_valid_score"]["student"],
+            "valid_score_bigger": out["valid_score_bigger"], "best_valid_result": out["valid"],
+            "test_result": out["test"]}
+
+
 def one_seed(dataset: str, pair: dict, settings: dict, seed: int, baselines, methods,
-             config_files, progress, results: Results) -> None:
+             config_files, progress, results: Results, tuner: Tuner | None = None) -> None:
     common = {**settings, "seed": seed}
 
-    def record(name, model, config_dict, cost=False) -> Run:
+    def train(model, config_dict) -> dict:
+        return timed_run(model, dataset, {**settings_for(model, common), **config_dict},
+                         config_files)
+
+    def record(name, model, config_dict) -> Run:
+        if tuner is not None:  # before anything is kept: a later seed needs the choice too
+            chosen = tuner.chosen(name, model, config_dict,
+                                  lambda m, c: trial_result(train(m, c)))
+            config_dict = {**config_dict, **chosen}
         kept = results.kept(name, seed)
         if kept:
             progress(f"seed {seed}: {name} kept from {results.runs_file}")
             return kept[0]
         progress(f"seed {seed}: {name} ({model}) ...")
-        out = timed_run(model, dataset, {**settings_for(model, common), **config_dict},
-                        config_files)
+        out = train(model, config_dict)
         run = Run(name, seed, out["test"], out["seconds_per_epoch"], out["epochs"],
                   out["saved_model_file"])
-        if cost:
-            run.params, run.ms_per_1000_users = inference_cost(out["model"])
+        net = out["model"]
+        deployed = net.student if is_kd_model(model) else net  # what a distilled run ships
+        run.params, run.ms_per_1000_users = inference_cost(deployed)
         extra = []
         if out["teacher_test"] is not None:
-            extra = [Run("BD teacher", seed, out["teacher_test"], run.seconds_per_epoch, run.epochs)]
+            extra = [Run("BD teacher", seed, out["teacher_test"], run.seconds_per_epoch,
+                         run.epochs, params=inference_cost(net.teacher)[0])]
         results.add(run, *extra)
         progress(f"seed {seed}: {name} done, {out['epochs']} epochs, "
                  f"{out['seconds_per_epoch']:.2f} s/epoch, {dict(out['test'])}")
         return run
 
-    teacher = record("teacher alone", pair["teacher_model"], pair["teacher_config"], cost=True)
-    student = record("student alone", pair["student_model"], pair["student_config"], cost=True)
+    teacher = record("teacher alone", pair["teacher_model"], pair["teacher_config"])
+    student = record("student alone", pair["student_model"], pair["student_config"])
     for name in baselines:
         record(name, name, {})
     for method in methods:
@@ -116,11 +135,13 @@ def one_seed(dataset: str, pair: dict, settings: dict, seed: int, baselines, met
 
 
 def check_plan(dataset: str, pair: dict, seeds: int, baselines, methods, config_files,
-               settings: dict) -> None:
+               settings: dict, tune: int = 0) -> None:
     """Refuse a comparison that could not run to its end, before anything is trained: its
     seeds, baselines, methods and every run's settings."""
     if not isinstance(seeds, int) or seeds < 1:
         raise KDConfigError(f"--seeds {seeds}: a comparison needs at least one seed.")
+    if tune < 0:
+        raise KDConfigError(f"--tune {tune}: give a number of trials per contender (0: none).")
     for key in ("teacher_model", "student_model"):
         if not pair.get(key):
             raise KDConfigError(f"The pair file names no {key}: add '{key}: <RecBole model>'.")
@@ -145,30 +166,41 @@ def check_plan(dataset: str, pair: dict, seeds: int, baselines, methods, config_
 
 def compare(dataset: str, pair_file: str, seeds: int = 1, baselines=DEFAULT_BASELINES,
             methods=DEFAULT_METHODS, config_files=None, results_dir: str = DEFAULT_RESULTS,
-            settings: dict | None = None, progress=print) -> str:
-    """Run the comparison and write its files; returns the Markdown table."""
+            settings: dict | None = None, progress=print, tune: int = 0) -> str:
+    """Run the comparison and write its files; returns the Markdown table.
+
+    With ``tune`` N, every contender first gets N trials of RecBole's HyperTuning over its
+    search space (:mod:`recbole_kd.tools.compare_tuning`) on the first seed, chosen on
+    validation; its chosen settings then run on every seed and are listed in the report."""
     pair = read_pair(pair_file)
     # The pair file applies to every run, so its training settings are shared by all models.
     config_files = [pair_file, *(config_files or [])]
     settings = {"show_progress": False, "state": "WARNING", **(settings or {})}
-    check_plan(dataset, pair, seeds, baselines, methods, config_files, settings)
+    check_plan(dataset, pair, seeds, baselines, methods, config_files, settings, tune)
     first_seed = KDConfig(pair["student_model"], dataset, config_file_list=config_files,
                           config_dict=settings_for(pair["student_model"], settings))["seed"]
-    setup = {"dataset": dataset, "pair": pair, "config_files": config_files, "settings": settings}
+    setup = {"dataset": dataset, "pair": pair, "config_files": config_files, "settings": settings,
+             "tune": tune}
     results = Results(results_dir, setup)
+    tuner = Tuner(tune, results_dir, first_seed, progress=progress) if tune else None
     for k in range(seeds):
         one_seed(dataset, pair, settings, first_seed + k, baselines, methods, config_files,
-                 progress, results)
+                 progress, results, tuner)
     runs = results.runs
     metrics = list(runs[0].test)
     table = summarize(runs, metrics)
     if any(run.name == "student alone" for run in runs):
         table += "\n\nRelative to the student alone of the same seed:\n\n"
         table += relative_summary(runs, metrics)
+    if tuner is not None:
+        table += f"\n\nSettings chosen on validation (seed {first_seed}, {tune} trials each):"
+        table += "\n\n" + chosen_table(tuner.choices())
     with open(os.path.join(results_dir, "comparison.md"), "w", encoding="utf-8") as f:
         f.write(f"{dataset}, pair {os.path.basename(pair_file)}, {seeds} seed(s) from "
                 f"{first_seed}, test metrics at the best validation (mean ± std)\n\n{table}\n")
     results.save()
     plot(runs, metrics[0], os.path.join(results_dir, "comparison.png"))
+    label = f"{dataset}, seeds {first_seed}-{first_seed + seeds - 1}"
+    plot_tradeoff(runs, metrics[0], os.path.join(results_dir, "tradeoff.png"), label)
     progress(f"results written to {results_dir}/")
     return table

@@ -73,3 +73,39 @@ def plot(runs: list[Run], metric: str, path: str) -> None:
     axes.set_ylabel(f"test {metric}")
     figure.tight_layout()
     figure.savefig(path, dpi=120)
+
+
+def chosen_table(choices: dict[str, dict]) -> str:
+    """Markdown table: each contender's settings chosen by tuning."""
+    lines = ["| run | chosen settings |", "|---|---|"]
+    for name, chosen in choices.items():
+        settings = ", ".join(f"{k}={v}" for k, v in sorted(chosen.items())) or "nothing to tune"
+        lines.append(f"| {name} | {settings} |")
+    return "\n".join(lines)
+
+
+def plot_tradeoff(runs: list[Run], metric: str, path: str, label: str) -> None:
+    """What distillation is for: each run's test ``metric`` (mean over seeds) against the
+    parameters of the model it deploys, log scale, one labelled point per run."""
+    try:
+        from matplotlib.figure import Figure
+    except ImportError as error:
+        raise ImportError("The chart needs matplotlib: pip install 'recbole_kd[plot]'") from error
+    points = []
+    for name in run_names(runs):
+        group = [run for run in runs if run.name == name and run.params]
+        if group:
+            points.append((name, group[0].params,
+                           mean_and_spread([run.test[metric] for run in group])[0]))
+    figure = Figure(figsize=(7, 4.5))
+    axes = figure.subplots()
+    for name, params, value in points:
+        axes.scatter(params, value, color="#4C72B0")
+        axes.annotate(name, (params, value), textcoords="offset points", xytext=(4, 4),
+                      fontsize=8)
+    axes.set_xscale("log")
+    axes.set_xlabel("parameters of the deployed model")
+    axes.set_ylabel(f"test {metric}")
+    axes.set_title(f"{label}: test {metric} against model size")
+    figure.tight_layout()
+    figure.savefig(path, dpi=120)
