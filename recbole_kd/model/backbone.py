@@ -8,8 +8,13 @@ Representations, by model:
   embeddings.
 - LightGCN: the propagated embeddings (mean over layers), the vectors its scores are made from.
 - NeuMF: the concatenation [GMF embedding ; MLP embedding] of the user or item.
-Other general models work for ranking distillation (RRD, BD) through ``predict``; DE needs one of
-the above and says so otherwise.
+Other general models work for ranking distillation (RRD, BD, RD, CD, DCD) through ``predict``;
+DE and HTD need one of the above and say so otherwise.
+
+User-row models (CDAE) score a user's whole item row from one forward of the user's training
+row: their scores here are the logits of one forward per unique user of a batch (never
+``predict``, which returns probabilities and builds a row per (user, item) pair), their own loss
+runs on the batch's unique users, and they have no representations.
 """
 
 from __future__ import annotations
@@ -25,9 +30,13 @@ from recbole_kd.errors import BackboneError
 from recbole_kd.kernels.list_scores import list_scores
 
 # How scores and representations are read from a model, by class name; others are "generic".
-_KINDS = {"BPR": "embedding", "LightGCN": "propagated", "NeuMF": "neumf"}
+_KINDS = {"BPR": "embedding", "LightGCN": "propagated", "NeuMF": "neumf", "CDAE": "row"}
 # Kinds whose scores are inner products of a user table's and an item table's rows.
 _TABLE_KINDS = ("embedding", "propagated")
+# Kinds with user and item representations (DE, HTD).
+_REPRESENTATION_KINDS = ("embedding", "propagated", "neumf")
+# Methods that distil through scores alone, which user-row models support.
+SCORE_METHODS = ("RRD", "BD", "RD", "CD", "DCD")
 
 
 def check_general_model(model_class: type, role: str) -> None:
@@ -46,12 +55,17 @@ def check_general_model(model_class: type, role: str) -> None:
 
 
 def check_representations(model_class: type, role: str) -> None:
-    """DE needs user and item vectors, which are defined for the models in ``_KINDS``."""
-    if model_class.__name__ not in _KINDS:
+    """DE and HTD need user and item vectors, defined for the models of the representation
+    kinds."""
+    name = model_class.__name__
+    if _KINDS.get(name) not in _REPRESENTATION_KINDS:
+        with_vectors = [model for model, kind in _KINDS.items() if kind in _REPRESENTATION_KINDS]
+        row = " is a user-row model and" if _KINDS.get(name) == "row" else ""
         raise BackboneError(
             f"DE needs user and item representations, which recbole_kd defines for "
-            f"{', '.join(_KINDS)}, not for the {role} model '{model_class.__name__}'. "
-            "Use RRD or BD with this model, or another model."
+            f"{', '.join(with_vectors)}; the {role} model '{name}'{row} has none. Use "
+            f"{', '.join(SCORE_METHODS)} with this model (they distil through scores), or "
+            "another model."
         )
 
 
@@ -71,9 +85,12 @@ class Backbone:
 
     # ----- training loss -------------------------------------------------------------------
     def base_loss(self, user: Tensor, pos: Tensor, neg: Tensor) -> Tensor:
-        """The model's own loss on the triples, in the batch format its input type expects."""
+        """The model's own loss on the triples, in the batch format its input type expects; a
+        user-row model's on the batch's unique users (its loss reads whole rows)."""
         m = self.model
-        if m.input_type == InputType.PAIRWISE:
+        if self.kind == "row":
+            batch = {m.USER_ID: user.unique()}
+        elif m.input_type == InputType.PAIRWISE:
             batch = {m.USER_ID: user, m.ITEM_ID: pos, m.NEG_ITEM_ID: neg}
         else:
             label_field = m.LABEL if hasattr(m, "LABEL") else "label"
@@ -141,6 +158,9 @@ class Backbone:
         if self.kind in _TABLE_KINDS:
             user_table, item_table = self._tables()
             return list_scores(user_table.index_select(0, users), item_table, items)
+        if self.kind == "row":
+            unique, row = users.unique(return_inverse=True)
+            return self.row_logits(unique)[row.unsqueeze(1), items]
         flat_users = users.unsqueeze(1).expand_as(items).reshape(-1)
         if self.kind == "neumf":
             return m.forward(flat_users, items.reshape(-1)).view(items.shape)
@@ -153,12 +173,28 @@ class Backbone:
         flat_items = items.unsqueeze(1).expand_as(users).reshape(-1, 1)
         return self.score(users.reshape(-1), flat_items).view(users.shape)
 
+    def row_logits(self, users: Tensor) -> Tensor:
+        """A user-row model's logits of every item for distinct ``users``: one forward of their
+        training rows, [len(users), n_items], differentiable."""
+        m = self.model
+        return m.forward(m.get_rating_matrix(users), users)
+
+    @torch.no_grad()
+    def evaluation_scores(self, users: Tensor) -> Tensor:
+        """What RecBole's full-sort evaluation ranks: the model's own ``full_sort_predict``
+        (a user-row model's probabilities, exactly as stock RecBole evaluates it)."""
+        if self.kind == "row":
+            return self.model.full_sort_predict(Interaction({self.model.USER_ID: users}))
+        return self.all_item_scores(users)
+
     @torch.no_grad()
     def all_item_scores(self, users: Tensor) -> Tensor:
-        """Scores of every item for ``users``: [len(users), n_items], no gradient."""
+        """Scores (logits) of every item for ``users``: [len(users), n_items], no gradient."""
         m = self.model
         if self.kind == "embedding":
             return m.user_embedding(users) @ m.item_embedding.weight.T
+        if self.kind == "row":  # logits, not the probabilities that tie once saturated
+            return self.row_logits(users)
         try:
             # LightGCN and others cache their propagated embeddings here between calls.
             return m.full_sort_predict(Interaction({m.USER_ID: users})).view(len(users), -1)

@@ -143,7 +143,7 @@ class KnowledgeDistillationModel(GeneralRecommender):
 
     def full_sort_predict(self, interaction):
         net = getattr(self, f"{self.eval_role}_net")
-        return net.all_item_scores(interaction[self.USER_ID]).reshape(-1)
+        return net.evaluation_scores(interaction[self.USER_ID]).reshape(-1)
 
     # ----- export ------------------------------------------------------------------------------
     def export(self, role: str, path: str, best_valid_score: float = 0.0) -> str:

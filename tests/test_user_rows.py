@@ -1,0 +1,80 @@
+"""User-row models (CDAE) as teacher and student of the methods that distil through scores."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+
+import pytest
+import torch
+from recbole.data.interaction import Interaction
+
+from recbole_kd.errors import BackboneError
+from recbole_kd.quick_start import run_recbole_kd
+from tests.conftest import build, fast, make_config
+from tests.test_export import STOCK_RELOAD
+
+CDAE_PAIR = {"teacher_model": "CDAE", "teacher_config": {"embedding_size": 16},
+             "student_model": "CDAE", "student_config": {"embedding_size": 4}}
+
+
+def test_cdae_scores_are_logits_of_one_forward_per_unique_user(small_data):
+    _, _, _, model = build(make_config("RRD", small_data, **CDAE_PAIR))
+    net, cdae = model.teacher_net, model.teacher  # the frozen teacher: eval mode, no dropout
+    users = torch.tensor([3, 1, 3, 7])
+    items = torch.tensor([[5, 9], [2, 2], [11, 5], [1, 4]])
+    with torch.no_grad():
+        rows = cdae.forward(cdae.get_rating_matrix(users), users)
+        expected = rows.gather(1, items)
+        assert torch.allclose(net.score(users, items), expected)
+        assert torch.allclose(net.all_item_scores(users), rows)
+        # Evaluation ranks what stock RecBole ranks: its probabilities.
+        stock = cdae.full_sort_predict(Interaction({cdae.USER_ID: users})).view(len(users), -1)
+        assert torch.equal(net.evaluation_scores(users).view(len(users), -1), stock)
+
+
+def test_cdae_own_loss_runs_once_per_unique_user(small_data, monkeypatch):
+    _, _, _, model = build(make_config("RRD", small_data, **CDAE_PAIR))
+    seen = []
+    loss = model.student.calculate_loss
+    monkeypatch.setattr(model.student, "calculate_loss",
+                        lambda batch: seen.append(batch[model.USER_ID]) or loss(batch))
+    user = torch.tensor([4, 2, 4, 4, 9])
+    model.student_net.base_loss(user, torch.tensor([1, 2, 3, 4, 5]), torch.tensor([6, 7, 8, 9, 10]))
+    assert [users.tolist() for users in seen] == [[2, 4, 9]]
+
+
+def test_bd_trains_cdae_both_ways_and_exports_models_stock_recbole_evaluates_alike(
+        small_data, workdir):
+    result = run_recbole_kd("BD", config_dict={**fast("BD"), "epochs": 2, "data_path": small_data,
+                                               **CDAE_PAIR})
+    assert result["teacher_alone_test_result"] != result["teacher_test_result"]
+    assert result["student_alone_test_result"] != result["test_result"]
+    for role, key, size in (("teacher", "teacher_test_result", 16), ("student", "test_result", 4)):
+        out = subprocess.run([sys.executable, "-c", STOCK_RELOAD, result[f"{role}_file"]],
+                             capture_output=True, text=True, cwd=workdir, check=False)
+        assert out.returncode == 0, out.stderr[-3000:]
+        reloaded = json.loads(out.stdout.strip().splitlines()[-1])
+        assert reloaded.pop("model") == "CDAE" and reloaded.pop("size") == size
+        assert reloaded == dict(result[key]), role
+
+
+@pytest.mark.parametrize("method", ["RRD", "RD", "CD"])
+def test_score_methods_train_a_cdae_student(small_data, method):
+    config = make_config(method, small_data, **CDAE_PAIR)
+    train_data, _, _, model = build(config)
+    model.on_epoch_start(0)
+    before = {k: v.clone() for k, v in model.student.state_dict().items()}
+    losses = model.calculate_loss(next(iter(train_data)))
+    assert all(torch.isfinite(loss) for loss in losses) and losses[1] > 0
+    sum(losses).backward()
+    assert model.student.h_user.weight.grad.abs().sum() > 0
+    assert all(p.grad is None for p in model.teacher.parameters())
+    assert all(torch.equal(v, model.student.state_dict()[k]) for k, v in before.items())
+
+
+@pytest.mark.parametrize("method", ["DE", "DERRD", "HTD"])
+def test_representation_methods_refuse_cdae_naming_what_it_supports(small_data, method):
+    with pytest.raises(BackboneError, match="user-row model.*RRD, BD, RD, CD, DCD"):
+        build(make_config(method, small_data, **CDAE_PAIR))
