@@ -73,8 +73,9 @@ def prepare_run(config: KDConfig) -> RunState:
     train_data, valid_data, test_data = make_loaders(config, dataset, parts)
     init_seed(config["seed"] + config["local_rank"], config["reproducibility"])
     model = model_class(config, train_data._dataset).to(config["device"])
-    for role in getattr(model_class, "pretrained_roles", ()):
-        model.load_pretrained(role, pretrained[role].state_dict)
+    if is_kd_model(config["model"]):
+        for role in model_class.pretrained_roles:
+            model.load_pretrained(role, pretrained[role].state_dict)
     return RunState(config, train_data, valid_data, test_data, model, pretrained)
 
 

@@ -50,7 +50,7 @@ def timed_run(model: str, dataset: str, config_dict: dict, config_files=None) ->
         tests = {"student": trainer.evaluate(run.test_data, load_best_model=True)}
         valids = {"student": trainer.best_valid_result}
     metric = run.config["valid_metric"].lower()
-    seconds = getattr(trainer, "epoch_seconds", [])
+    seconds = trainer.epoch_seconds
     return {
         "test": dict(tests["student"]),
         "teacher_test": dict(tests["teacher"]) if "teacher" in tests else None,

@@ -17,9 +17,11 @@ def with_mixin(mixin: type, trainer_class: type) -> type:
 class EpochTimer:
     """Records the wall time of every training epoch (evaluation excluded) in ``epoch_seconds``."""
 
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.epoch_seconds: list[float] = []
+
     def _train_epoch(self, *args, **kwargs):
-        if not hasattr(self, "epoch_seconds"):
-            self.epoch_seconds = []
         start = time.perf_counter()
         losses = super()._train_epoch(*args, **kwargs)
         self.epoch_seconds.append(time.perf_counter() - start)
