@@ -122,7 +122,11 @@ def test_rrd_positions_follow_exp_rank_weights(k: int) -> None:
     assert ((inclusion - k / n).abs() > tol).any()
 
 
-def test_rrd_uninteresting_subsets_are_uniform() -> None:
+# Exponent 0 sizes the rejection draw to L survivors on average: many rows fall short of L and
+# take the dense draw, whose rows must be as uniform and land in the same places.
+@pytest.mark.parametrize("shortfall_exponent", [14, 0])
+def test_rrd_uninteresting_subsets_are_uniform(monkeypatch, shortfall_exponent: int) -> None:
+    monkeypatch.setattr(RelaxedRankingSampler, "_shortfall_exponent", shortfall_exponent)
     n_users, n_items = 20_000, 12
     top = torch.tensor([3, 4, 5]).repeat(n_users, 1)
     csr = same_rows(n_users, n_items, [1, 2])
@@ -149,6 +153,8 @@ def test_rrd_rejects_impossible_sizes_and_fills_an_exact_fit() -> None:
         RelaxedRankingSampler(top, csr, 10, 1, 6)
     _, uninteresting = RelaxedRankingSampler(top, csr, 10, 2, 5).sample()
     assert uninteresting.sort(dim=1).values.tolist() == [[5, 6, 7, 8, 9], [3, 4, 7, 8, 9]]
+    # No uninteresting items at all is allowed: empty rows.
+    assert RelaxedRankingSampler(top, csr, 10, 2, 0).sample()[1].shape == (2, 0)
 
 
 def test_rrd_partial_redraw_and_state_round_trip() -> None:
