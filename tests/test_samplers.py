@@ -157,6 +157,38 @@ def test_rrd_rejects_impossible_sizes_and_fills_an_exact_fit() -> None:
     assert RelaxedRankingSampler(top, csr, 10, 2, 0).sample()[1].shape == (2, 0)
 
 
+def test_rrd_rejects_top_n_lists_that_are_not_candidates() -> None:
+    csr = same_rows(5, 10, [1])
+    top = torch.tensor([[3, 4]] * 5)
+    for bad in (0, 10, 11):  # padding, one past the last item, further out
+        wrong = top.clone()
+        wrong[4, 1] = bad
+        with pytest.raises(ValueError, match="outside"):
+            RelaxedRankingSampler(wrong, csr, 10, 1, 1)
+    # Every user's list is checked, not only the first ones (5 users, lists of 2).
+    wrong = top.clone()
+    wrong[4, 1] = 1
+    with pytest.raises(ValueError, match="training positive"):
+        RelaxedRankingSampler(wrong, csr, 10, 1, 1)
+    # The size limit is the fewest eligible items of any user, the last one included.
+    crowded = same_rows(5, 10, [1]).tolil()
+    crowded[4, 5:8] = 1.0
+    with pytest.raises(ValueError, match="rrd_uninteresting"):
+        RelaxedRankingSampler(top, crowded.tocsr(), 10, 1, 4)
+
+
+def test_rrd_uninteresting_items_reach_every_eligible_item() -> None:
+    # Items 1 and n_items - 1 are as eligible as any other, from the rejection draw too.
+    n_users, n_items = 2_000, 12
+    top = torch.tensor([5, 6]).repeat(n_users, 1)
+    csr = same_rows(n_users, n_items, [3])
+    sampler = RelaxedRankingSampler(top, csr, n_items, 1, 2, seed=5)
+    drawn = torch.bincount(sampler.sample()[1].flatten(), minlength=n_items)
+    eligible = [1, 2, 4, 7, 8, 9, 10, 11]
+    check_frequencies(drawn[eligible], n_users, torch.full((8,), 2 / 8))
+    assert drawn.sum() == 2 * n_users
+
+
 def test_rrd_partial_redraw_and_state_round_trip() -> None:
     sampler, _ = _rrd_setup()
     with pytest.raises(RuntimeError):
