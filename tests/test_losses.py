@@ -231,6 +231,16 @@ def test_gumbel_softmax_tiny_temperature_is_one_hot(tau: float) -> None:
     assert not torch.isnan(alpha.grad).any()
 
 
+@pytest.mark.parametrize("tau", [1.0, 1e-40])
+def test_gumbel_softmax_treats_leading_dimensions_as_rows(tau: float) -> None:
+    # alpha [..., M]: a [4, 50, 3] batch is 200 independent rows over the last dimension.
+    alpha = torch.softmax(torch.randn(4, 50, 3, generator=torch.Generator().manual_seed(13)), -1)
+    batched = gumbel_softmax(alpha, tau, torch.Generator().manual_seed(14))
+    rows = gumbel_softmax(alpha.reshape(200, 3), tau, torch.Generator().manual_seed(14))
+    torch.testing.assert_close(batched, rows.reshape(4, 50, 3))
+    torch.testing.assert_close(batched.sum(-1), torch.ones(4, 50))
+
+
 def test_gumbel_softmax_keeps_zero_probabilities_finite() -> None:
     # A selection probability that underflowed to 0 must not turn the sample or its gradient into
     # NaN: it gets a negligible weight and a finite gradient.
