@@ -7,6 +7,7 @@ import math
 import os
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import numpy as np
@@ -249,6 +250,22 @@ def test_bd_state_dict_round_trip_continues_identically() -> None:
     _refresh(resumed, scores, epochs=4)
     assert torch.equal(resumed.pool_student, sampler.pool_student)
     assert torch.equal(resumed.pool_teacher, sampler.pool_teacher)
+
+
+def test_bd_refresh_reports_its_wall_time() -> None:
+    sampler, scores = _bd_setup()
+    assert sampler.last_refresh_seconds == 0.0  # no refresh yet
+    start = time.perf_counter()
+    _refresh(sampler, scores, epochs=2)
+    assert 0.0 < sampler.last_refresh_seconds <= time.perf_counter() - start
+
+
+def test_bd_refuses_a_user_whose_every_item_is_a_positive() -> None:
+    csr = sp.csr_matrix(np.array([[0, 0, 0, 0], [0, 1, 0, 0], [0, 1, 1, 1]], dtype=float))
+    sampler = RankDiscrepancySampler(csr, 4)
+    scores = torch.randn(3, 4, generator=torch.Generator().manual_seed(0))
+    with pytest.raises(ValueError, match="no eligible item"):
+        sampler.refresh(lambda u: scores[u], lambda u: -scores[u], epochs=1)
 
 
 def test_bd_rejects_unknown_options() -> None:

@@ -47,6 +47,13 @@ def test_teacher_top_n_rejects_a_list_longer_than_the_candidates() -> None:
     assert teacher_top_n(lambda u: torch.rand(len(u), 10), csr, 6, 2, "cpu").shape == (3, 6)
     with pytest.raises(ValueError, match="rrd_top_n"):
         teacher_top_n(lambda u: torch.rand(len(u), 10), csr, 7, 2, "cpu")
+    with pytest.raises(ValueError, match="rrd_top_n"):
+        teacher_top_n(lambda u: torch.rand(len(u), 10), csr, 0, 2, "cpu")
+    # Without users the limit is still every item but padding item 0.
+    empty = sp.csr_matrix((0, 10))
+    assert teacher_top_n(lambda u: torch.rand(len(u), 10), empty, 9, 2, "cpu").shape == (0, 9)
+    with pytest.raises(ValueError, match="rrd_top_n"):
+        teacher_top_n(lambda u: torch.rand(len(u), 10), empty, 10, 2, "cpu")
 
 
 # ---------------------------------------------------------------- RRD sampler
