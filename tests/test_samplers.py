@@ -164,6 +164,20 @@ def test_rrd_rejects_impossible_sizes_and_fills_an_exact_fit() -> None:
     assert RelaxedRankingSampler(top, csr, 10, 2, 0).sample()[1].shape == (2, 0)
 
 
+def test_rrd_many_uninteresting_items_are_eligible_and_distinct() -> None:
+    n_users, n_items, n_draws = 50, 60, 20
+    csr = random_positives(n_users, n_items, most=5, seed=6)
+    scores = torch.randn(n_users, n_items, generator=torch.Generator().manual_seed(6))
+    top = teacher_top_n(lambda u: scores[u], csr, 5, 16, "cpu")
+    sampler = RelaxedRankingSampler(top, csr, n_items, 2, n_draws, seed=6)
+    uninteresting = sampler.sample()[1]
+    assert uninteresting.shape == (n_users, n_draws)
+    assert not torch.from_numpy(csr.toarray() != 0).gather(1, uninteresting).any()
+    assert (list_positions(top, uninteresting) == -1).all()
+    assert (uninteresting != 0).all()
+    assert (uninteresting.sort(dim=1).values.diff(dim=1) != 0).all()
+
+
 def test_rrd_rejects_top_n_lists_that_are_not_candidates() -> None:
     csr = same_rows(5, 10, [1])
     top = torch.tensor([[3, 4]] * 5)
@@ -200,7 +214,9 @@ def test_rrd_partial_redraw_and_state_round_trip() -> None:
     sampler, _ = _rrd_setup()
     with pytest.raises(RuntimeError):
         sampler.for_users(torch.tensor([1]))
+    assert sampler.n_samples == 0
     before = [t.clone() for t in sampler.sample()]
+    assert sampler.n_samples == 1
     users = torch.tensor([2, 5])
     rows = sampler.sample(users)
     others = torch.ones(len(before[0]), dtype=torch.bool)
