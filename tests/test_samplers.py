@@ -24,6 +24,19 @@ def test_positive_rows_mask_matches_dense_matrix() -> None:
     assert torch.equal(PositiveRows(csr, "cpu").mask(users), dense)
 
 
+def test_positive_rows_count_a_repeated_entry_once_and_leave_the_matrix_alone() -> None:
+    # User 1 lists item 2 twice (a CSR need not be canonical): one positive, and the caller's
+    # matrix keeps its entries.
+    indptr, indices, data = [0, 0, 3], [2, 4, 2], [1.0, 1.0, 1.0]
+    csr = sp.csr_matrix((data, indices, indptr), shape=(2, 5))
+    rows = PositiveRows(csr, "cpu")
+    assert rows.counts.tolist() == [0, 2]
+    assert rows.mask(torch.tensor([1]), padding=False).tolist() == [[False, False, True, False, True]]
+    assert csr.indptr.tolist() == indptr
+    assert csr.indices.tolist() == indices
+    assert csr.data.tolist() == data
+
+
 def test_teacher_top_n_matches_slow_reference_for_any_chunking() -> None:
     n_users, n_items, n = 7, 15, 6
     csr = random_positives(n_users, n_items, most=4, seed=1)
@@ -45,6 +58,7 @@ def test_teacher_top_n_matches_slow_reference_for_any_chunking() -> None:
 def test_teacher_top_n_rejects_a_list_longer_than_the_candidates() -> None:
     csr = same_rows(3, 10, [1, 2, 3])  # 10 - 1 - 3 = 6 candidates per user
     assert teacher_top_n(lambda u: torch.rand(len(u), 10), csr, 6, 2, "cpu").shape == (3, 6)
+    assert teacher_top_n(lambda u: torch.rand(len(u), 10), csr, 1, 2, "cpu").shape == (3, 1)
     with pytest.raises(ValueError, match="rrd_top_n"):
         teacher_top_n(lambda u: torch.rand(len(u), 10), csr, 7, 2, "cpu")
     with pytest.raises(ValueError, match="rrd_top_n"):
@@ -217,6 +231,12 @@ def test_rrd_partial_redraw_and_state_round_trip() -> None:
     assert sampler.n_samples == 0
     before = [t.clone() for t in sampler.sample()]
     assert sampler.n_samples == 1
+    # A new epoch's draws go into new tensors: what a caller kept does not change under it.
+    kept = sampler.interesting, sampler.uninteresting
+    sampler.sample()
+    assert sampler.n_samples == 2
+    assert torch.equal(kept[0], before[0]) and torch.equal(kept[1], before[1])
+    before = [t.clone() for t in sampler.sample()]
     users = torch.tensor([2, 5])
     rows = sampler.sample(users)
     others = torch.ones(len(before[0]), dtype=torch.bool)
