@@ -272,10 +272,34 @@ def test_bd_pools_hold_each_users_own_draws_for_any_needs(capsys) -> None:
 
 def test_bd_refresh_reports_its_wall_time() -> None:
     sampler, scores = _bd_setup()
-    assert sampler.last_refresh_seconds == 0.0  # no refresh yet
+    assert sampler.last_refresh_seconds == 0.0 and sampler.n_refreshes == 0  # no refresh yet
     start = time.perf_counter()
     _refresh(sampler, scores, epochs=2)
     assert 0.0 < sampler.last_refresh_seconds <= time.perf_counter() - start
+    assert sampler.n_refreshes == 1
+    with pytest.raises(ValueError, match="epochs"):
+        _refresh(sampler, scores, epochs=0)
+
+
+def test_bd_default_settings_are_the_papers() -> None:
+    # eps_t = 1e-2, eps_s = 1e-4 and one item per positive, as in BD.yaml.
+    sampler, scores = _bd_setup()
+    default = RankDiscrepancySampler(_BD_POSITIVES, sampler.n_items, seed=5)
+    explicit = RankDiscrepancySampler(
+        _BD_POSITIVES, sampler.n_items, eps_t=1e-2, eps_s=1e-4, items_per_positive=1, seed=5
+    )
+    for each in (default, explicit):
+        _refresh(each, scores, epochs=50)
+    assert torch.equal(default.pool_student, explicit.pool_student)
+    assert torch.equal(default.pool_teacher, explicit.pool_teacher)
+
+
+def test_bd_users_without_positives_need_no_eligible_item() -> None:
+    # A catalogue of padding alone: nothing to rank, nothing to draw, no error.
+    sampler = RankDiscrepancySampler(sp.csr_matrix((3, 1)), 1)
+    sampler.refresh(lambda u: torch.zeros(len(u), 1), lambda u: torch.zeros(len(u), 1), epochs=2)
+    assert sampler.offsets.tolist() == [0, 0, 0, 0]
+    assert len(sampler.pool_student) == len(sampler.pool_teacher) == 0
 
 
 def test_bd_refuses_a_user_whose_every_item_is_a_positive() -> None:

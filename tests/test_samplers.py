@@ -192,6 +192,17 @@ def test_rrd_many_uninteresting_items_are_eligible_and_distinct() -> None:
     assert (uninteresting.sort(dim=1).values.diff(dim=1) != 0).all()
 
 
+def test_rrd_default_temperature_is_the_papers() -> None:
+    # T = 10, as in RRD.yaml.
+    top = torch.arange(1, 13).repeat(40, 1)
+    csr = sp.csr_matrix((40, 30))
+    draws = [
+        RelaxedRankingSampler(top, csr, 30, 5, 6, seed=7, **extra).sample()[0]
+        for extra in ({}, {"temperature": 10.0})
+    ]
+    assert torch.equal(draws[0], draws[1])
+
+
 def test_rrd_rejects_top_n_lists_that_are_not_candidates() -> None:
     csr = same_rows(5, 10, [1])
     top = torch.tensor([[3, 4]] * 5)
