@@ -37,6 +37,12 @@ def test_positive_rows_count_a_repeated_entry_once_and_leave_the_matrix_alone() 
     assert csr.data.tolist() == data
 
 
+def test_chunks_of_no_user_are_refused() -> None:
+    csr = same_rows(3, 10, [1])
+    with pytest.raises(ValueError, match="kd_chunk_size"):
+        teacher_top_n(lambda u: torch.rand(len(u), 10), csr, 2, 0, "cpu")
+
+
 def test_teacher_top_n_matches_slow_reference_for_any_chunking() -> None:
     n_users, n_items, n = 7, 15, 6
     csr = random_positives(n_users, n_items, most=4, seed=1)
