@@ -61,9 +61,10 @@ def test_teacher_top_n_matches_slow_reference_for_any_chunking() -> None:
     assert (scores.gather(1, top).diff(dim=1) < 0).all()
 
 
-def test_teacher_top_n_rejects_a_list_longer_than_the_candidates() -> None:
+def test_teacher_top_n_rejects_a_list_longer_than_the_candidates(capsys) -> None:
     csr = same_rows(3, 10, [1, 2, 3])  # 10 - 1 - 3 = 6 candidates per user
     assert teacher_top_n(lambda u: torch.rand(len(u), 10), csr, 6, 2, "cpu").shape == (3, 6)
+    assert capsys.readouterr().err == ""  # no progress bar unless asked for
     assert teacher_top_n(lambda u: torch.rand(len(u), 10), csr, 1, 2, "cpu").shape == (3, 1)
     with pytest.raises(ValueError, match="rrd_top_n"):
         teacher_top_n(lambda u: torch.rand(len(u), 10), csr, 7, 2, "cpu")
