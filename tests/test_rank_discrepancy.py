@@ -270,6 +270,12 @@ def test_bd_pools_hold_each_users_own_draws_for_any_needs(capsys) -> None:
     assert capsys.readouterr().err == ""  # no progress bar unless asked for
 
 
+def test_bd_next_items_before_any_refresh_are_refused() -> None:
+    sampler, _ = _bd_setup()
+    with pytest.raises(ValueError, match="refresh"):
+        sampler.next_items(torch.tensor([3, 1]))  # the last user among them
+
+
 def test_bd_refresh_reports_its_wall_time() -> None:
     sampler, scores = _bd_setup()
     assert sampler.last_refresh_seconds == 0.0 and sampler.n_refreshes == 0  # no refresh yet
