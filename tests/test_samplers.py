@@ -31,7 +31,8 @@ def test_positive_rows_count_a_repeated_entry_once_and_leave_the_matrix_alone() 
     csr = sp.csr_matrix((data, indices, indptr), shape=(2, 5))
     rows = PositiveRows(csr, "cpu")
     assert rows.counts.tolist() == [0, 2]
-    assert rows.mask(torch.tensor([1]), padding=False).tolist() == [[False, False, True, False, True]]
+    mask = rows.mask(torch.tensor([1]), padding=False)
+    assert mask.tolist() == [[False, False, True, False, True]]
     assert csr.indptr.tolist() == indptr
     assert csr.indices.tolist() == indices
     assert csr.data.tolist() == data
