@@ -219,6 +219,15 @@ def test_rrd_rejects_top_n_lists_that_are_not_candidates() -> None:
         wrong[4, 1] = bad
         with pytest.raises(ValueError, match="outside"):
             RelaxedRankingSampler(wrong, csr, 10, 1, 1)
+    # K, T and L are checked against the lists, not against the number of users.
+    with pytest.raises(ValueError, match="rrd_interesting"):
+        RelaxedRankingSampler(top, csr, 10, 3, 1)
+    for temperature in (0.0, -0.5):
+        with pytest.raises(ValueError, match="rrd_temperature"):
+            RelaxedRankingSampler(top, csr, 10, 1, 1, temperature=temperature)
+    RelaxedRankingSampler(top, csr, 10, 1, 1, temperature=0.0, subsample=False)
+    with pytest.raises(ValueError, match="rrd_uninteresting"):
+        RelaxedRankingSampler(top, csr, 10, 1, -1)
     # Every user's list is checked, not only the first ones (5 users, lists of 2).
     wrong = top.clone()
     wrong[4, 1] = 1
