@@ -219,6 +219,10 @@ def test_rrd_rejects_top_n_lists_that_are_not_candidates() -> None:
         wrong[4, 1] = bad
         with pytest.raises(ValueError, match="outside"):
             RelaxedRankingSampler(wrong, csr, 10, 1, 1)
+    # Positives must be [n_users, n_items]: neither more nor fewer rows or items.
+    for shape in ((4, 10), (6, 10), (5, 9), (5, 11)):
+        with pytest.raises(ValueError, match=r"expected \(n_users=5 rows of top_n, n_items=10\)"):
+            RelaxedRankingSampler(top, sp.csr_matrix(shape), 10, 1, 1)
     # K, T and L are checked against the lists, not against the number of users.
     with pytest.raises(ValueError, match="rrd_interesting"):
         RelaxedRankingSampler(top, csr, 10, 3, 1)
