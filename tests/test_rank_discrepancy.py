@@ -308,12 +308,33 @@ def test_bd_users_without_positives_need_no_eligible_item() -> None:
     assert len(sampler.pool_student) == len(sampler.pool_teacher) == 0
 
 
-def test_bd_refuses_a_user_whose_every_item_is_a_positive() -> None:
-    csr = sp.csr_matrix(np.array([[0, 0, 0, 0], [0, 1, 0, 0], [0, 1, 1, 1]], dtype=float))
-    sampler = RankDiscrepancySampler(csr, 4)
-    scores = torch.randn(3, 4, generator=torch.Generator().manual_seed(0))
+@pytest.mark.parametrize("n_items", [2, 4])
+def test_bd_refuses_a_user_whose_every_item_is_a_positive(n_items: int) -> None:
+    # The last user needs n_items - 1 draws per epoch (1 with n_items = 2) and can draw nothing.
+    dense = np.zeros((3, n_items))
+    dense[1, 1] = dense[2, 1:] = 1.0
+    sampler = RankDiscrepancySampler(sp.csr_matrix(dense), n_items)
+    scores = torch.randn(3, n_items, generator=torch.Generator().manual_seed(0))
     with pytest.raises(ValueError, match="no eligible item"):
         sampler.refresh(lambda u: scores[u], lambda u: -scores[u], epochs=1)
+
+
+def test_bd_sizes_follow_the_positives_matrix() -> None:
+    # More users than items: pointers and offsets are per user.
+    csr = random_positives(12, 5, most=2, seed=4)
+    with pytest.raises(ValueError, match="positives have 5 columns, not 6"):
+        RankDiscrepancySampler(csr, 6)
+    with pytest.raises(ValueError, match="positives have 5 columns, not 4"):
+        RankDiscrepancySampler(csr, 4)
+    sampler = RankDiscrepancySampler(csr, 5)
+    scores = torch.randn(12, 5, generator=torch.Generator().manual_seed(4))
+    sampler.refresh(lambda u: scores[u], lambda u: -scores[u], epochs=1)
+    users = torch.arange(1, 12)
+    student, teacher = sampler.next_items(users)
+    assert sampler.pointers.tolist() == [0] + [1] * 11
+    positives = torch.from_numpy(csr.toarray() != 0)
+    for items in (student, teacher):
+        assert not positives[users, items].any() and (items != 0).all()
 
 
 def test_bd_rejects_unknown_options() -> None:
