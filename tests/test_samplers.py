@@ -224,8 +224,9 @@ def test_rrd_rejects_top_n_lists_that_are_not_candidates() -> None:
         with pytest.raises(ValueError, match=r"expected \(n_users=5 rows of top_n, n_items=10\)"):
             RelaxedRankingSampler(top, sp.csr_matrix(shape), 10, 1, 1)
     # K, T and L are checked against the lists, not against the number of users.
-    with pytest.raises(ValueError, match="rrd_interesting"):
-        RelaxedRankingSampler(top, csr, 10, 3, 1)
+    for k in (0, 3):
+        with pytest.raises(ValueError, match="rrd_interesting"):
+            RelaxedRankingSampler(top, csr, 10, k, 1)
     for temperature in (0.0, -0.5):
         with pytest.raises(ValueError, match="rrd_temperature"):
             RelaxedRankingSampler(top, csr, 10, 1, 1, temperature=temperature)
