@@ -252,21 +252,24 @@ def test_bd_state_dict_round_trip_continues_identically() -> None:
     assert torch.equal(resumed.pool_teacher, sampler.pool_teacher)
 
 
-def test_bd_pools_hold_each_users_own_draws_for_any_needs(capsys) -> None:
-    # Needs 3 and 2 draws (one multinomial call for both), eligible items {4, 5, 6} and {1, 2, 3, 6}.
+@pytest.mark.parametrize("per_positive", [1, 2])
+def test_bd_pools_hold_each_users_own_draws_for_any_needs(capsys, per_positive: int) -> None:
+    # Needs 3 and 2 draws, or 6 and 4 (one multinomial call for both), eligible items {4, 5, 6}
+    # and {1, 2, 3, 6}.
     csr = sp.csr_matrix(
         np.array([[0] * 7, [0, 1, 1, 1, 0, 0, 0], [0, 0, 0, 0, 1, 1, 0]], dtype=float)
     )
-    sampler = RankDiscrepancySampler(csr, 7, seed=3)
+    sampler = RankDiscrepancySampler(csr, 7, items_per_positive=per_positive, seed=3)
+    first = 3 * per_positive
     gen = torch.Generator().manual_seed(3)
     teacher, student = torch.randn(3, 7, generator=gen), torch.randn(3, 7, generator=gen)
     for _ in range(20):
         sampler.refresh(lambda u: teacher[u], lambda u: student[u], epochs=1)
-        assert sampler.offsets.tolist() == [0, 0, 3, 5]
+        assert sampler.offsets.tolist() == [0, 0, first, 5 * per_positive]
         for pool in (sampler.pool_student, sampler.pool_teacher):
             assert pool.dtype == torch.int32  # documented: int32 below 2^31 items
-            assert set(pool[:3].tolist()) <= {4, 5, 6}
-            assert set(pool[3:].tolist()) <= {1, 2, 3, 6}
+            assert set(pool[:first].tolist()) <= {4, 5, 6}
+            assert set(pool[first:].tolist()) <= {1, 2, 3, 6}
     assert capsys.readouterr().err == ""  # no progress bar unless asked for
 
 
