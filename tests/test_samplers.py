@@ -231,6 +231,7 @@ def test_rrd_rejects_top_n_lists_that_are_not_candidates() -> None:
         with pytest.raises(ValueError, match="rrd_temperature"):
             RelaxedRankingSampler(top, csr, 10, 1, 1, temperature=temperature)
     RelaxedRankingSampler(top, csr, 10, 1, 1, temperature=0.0, subsample=False)
+    RelaxedRankingSampler(top, csr, 10, 1, 1, temperature=0.5)  # any T > 0
     with pytest.raises(ValueError, match="rrd_uninteresting"):
         RelaxedRankingSampler(top, csr, 10, 1, -1)
     # Every user's list is checked, not only the first ones (5 users, lists of 2).
