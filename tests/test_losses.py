@@ -231,6 +231,31 @@ def test_gumbel_softmax_tiny_temperature_is_one_hot(tau: float) -> None:
     assert not torch.isnan(alpha.grad).any()
 
 
+@pytest.mark.parametrize("tau", [1.0, 1e-40])
+def test_gumbel_softmax_treats_leading_dimensions_as_rows(tau: float) -> None:
+    # alpha [..., M]: a [4, 50, 3] batch is 200 independent rows over the last dimension.
+    alpha = torch.softmax(torch.randn(4, 50, 3, generator=torch.Generator().manual_seed(13)), -1)
+    batched = gumbel_softmax(alpha, tau, torch.Generator().manual_seed(14))
+    rows = gumbel_softmax(alpha.reshape(200, 3), tau, torch.Generator().manual_seed(14))
+    torch.testing.assert_close(batched, rows.reshape(4, 50, 3))
+    torch.testing.assert_close(batched.sum(-1), torch.ones(4, 50))
+
+
+def test_gumbel_softmax_keeps_zero_probabilities_finite() -> None:
+    # A selection probability that underflowed to 0 must not turn the sample or its gradient into
+    # NaN: it gets a negligible weight and a finite gradient.
+    gen = torch.Generator().manual_seed(12)
+    alpha = torch.tensor([[0.0, 0.6, 0.4]]).repeat(200, 1).requires_grad_()
+    for tau in (1.0, 0.1):
+        z = gumbel_softmax(alpha, tau, gen)
+        assert torch.isfinite(z).all()
+        torch.testing.assert_close(z.sum(-1), torch.ones(200))
+        assert z[:, 0].mean() < 1e-3
+        (z * torch.arange(3.0)).sum().backward()
+        assert torch.isfinite(alpha.grad).all()
+        alpha.grad = None
+
+
 def test_gumbel_softmax_is_reproducible_with_a_generator() -> None:
     alpha = torch.full((4, 3), 1 / 3)
     first = gumbel_softmax(alpha, 0.5, torch.Generator().manual_seed(9))

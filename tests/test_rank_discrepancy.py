@@ -7,6 +7,7 @@ import math
 import os
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import numpy as np
@@ -249,6 +250,94 @@ def test_bd_state_dict_round_trip_continues_identically() -> None:
     _refresh(resumed, scores, epochs=4)
     assert torch.equal(resumed.pool_student, sampler.pool_student)
     assert torch.equal(resumed.pool_teacher, sampler.pool_teacher)
+
+
+@pytest.mark.parametrize("per_positive", [1, 2])
+def test_bd_pools_hold_each_users_own_draws_for_any_needs(capsys, per_positive: int) -> None:
+    # Needs 3 and 2 draws, or 6 and 4 (one multinomial call for both), eligible items {4, 5, 6}
+    # and {1, 2, 3, 6}.
+    csr = sp.csr_matrix(
+        np.array([[0] * 7, [0, 1, 1, 1, 0, 0, 0], [0, 0, 0, 0, 1, 1, 0]], dtype=float)
+    )
+    sampler = RankDiscrepancySampler(csr, 7, items_per_positive=per_positive, seed=3)
+    first = 3 * per_positive
+    gen = torch.Generator().manual_seed(3)
+    teacher, student = torch.randn(3, 7, generator=gen), torch.randn(3, 7, generator=gen)
+    for _ in range(20):
+        sampler.refresh(lambda u: teacher[u], lambda u: student[u], epochs=1)
+        assert sampler.offsets.tolist() == [0, 0, first, 5 * per_positive]
+        for pool in (sampler.pool_student, sampler.pool_teacher):
+            assert pool.dtype == torch.int32  # documented: int32 below 2^31 items
+            assert set(pool[:first].tolist()) <= {4, 5, 6}
+            assert set(pool[first:].tolist()) <= {1, 2, 3, 6}
+    assert capsys.readouterr().err == ""  # no progress bar unless asked for
+
+
+def test_bd_next_items_before_any_refresh_are_refused() -> None:
+    sampler, _ = _bd_setup()
+    with pytest.raises(ValueError, match="refresh"):
+        sampler.next_items(torch.tensor([3, 1]))  # the last user among them
+
+
+def test_bd_refresh_reports_its_wall_time() -> None:
+    sampler, scores = _bd_setup()
+    assert sampler.last_refresh_seconds == 0.0 and sampler.n_refreshes == 0  # no refresh yet
+    start = time.perf_counter()
+    _refresh(sampler, scores, epochs=2)
+    assert 0.0 < sampler.last_refresh_seconds <= time.perf_counter() - start
+    assert sampler.n_refreshes == 1
+    with pytest.raises(ValueError, match="epochs"):
+        _refresh(sampler, scores, epochs=0)
+
+
+def test_bd_default_settings_are_the_papers() -> None:
+    # eps_t = 1e-2, eps_s = 1e-4 and one item per positive, as in BD.yaml.
+    sampler, scores = _bd_setup()
+    default = RankDiscrepancySampler(_BD_POSITIVES, sampler.n_items, seed=5)
+    explicit = RankDiscrepancySampler(
+        _BD_POSITIVES, sampler.n_items, eps_t=1e-2, eps_s=1e-4, items_per_positive=1, seed=5
+    )
+    for each in (default, explicit):
+        _refresh(each, scores, epochs=50)
+    assert torch.equal(default.pool_student, explicit.pool_student)
+    assert torch.equal(default.pool_teacher, explicit.pool_teacher)
+
+
+def test_bd_users_without_positives_need_no_eligible_item() -> None:
+    # A catalogue of padding alone: nothing to rank, nothing to draw, no error.
+    sampler = RankDiscrepancySampler(sp.csr_matrix((3, 1)), 1)
+    sampler.refresh(lambda u: torch.zeros(len(u), 1), lambda u: torch.zeros(len(u), 1), epochs=2)
+    assert sampler.offsets.tolist() == [0, 0, 0, 0]
+    assert len(sampler.pool_student) == len(sampler.pool_teacher) == 0
+
+
+@pytest.mark.parametrize("n_items", [2, 4])
+def test_bd_refuses_a_user_whose_every_item_is_a_positive(n_items: int) -> None:
+    # The last user needs n_items - 1 draws per epoch (1 with n_items = 2) and can draw nothing.
+    dense = np.zeros((3, n_items))
+    dense[1, 1] = dense[2, 1:] = 1.0
+    sampler = RankDiscrepancySampler(sp.csr_matrix(dense), n_items)
+    scores = torch.randn(3, n_items, generator=torch.Generator().manual_seed(0))
+    with pytest.raises(ValueError, match="no eligible item"):
+        sampler.refresh(lambda u: scores[u], lambda u: -scores[u], epochs=1)
+
+
+def test_bd_sizes_follow_the_positives_matrix() -> None:
+    # More users than items: pointers and offsets are per user.
+    csr = random_positives(12, 5, most=2, seed=4)
+    with pytest.raises(ValueError, match="positives have 5 columns, not 6"):
+        RankDiscrepancySampler(csr, 6)
+    with pytest.raises(ValueError, match="positives have 5 columns, not 4"):
+        RankDiscrepancySampler(csr, 4)
+    sampler = RankDiscrepancySampler(csr, 5)
+    scores = torch.randn(12, 5, generator=torch.Generator().manual_seed(4))
+    sampler.refresh(lambda u: scores[u], lambda u: -scores[u], epochs=1)
+    users = torch.arange(1, 12)
+    student, teacher = sampler.next_items(users)
+    assert sampler.pointers.tolist() == [0] + [1] * 11
+    positives = torch.from_numpy(csr.toarray() != 0)
+    for items in (student, teacher):
+        assert not positives[users, items].any() and (items != 0).all()
 
 
 def test_bd_rejects_unknown_options() -> None:

@@ -78,6 +78,10 @@ class RelaxedRankingSampler:
     The model then reads rows with ``for_users(users)``.
     """
 
+    # Exponent c of the chance e^-c (14: below 1e-6) that the rejection draw leaves a row short of
+    # L survivors, which then takes the dense draw; a class attribute so tests can force that.
+    _shortfall_exponent = 14
+
     def __init__(
         self,
         top_n: Tensor,
@@ -208,8 +212,9 @@ class RelaxedRankingSampler:
         if n_draws == 0 or survive < 0.25:
             return self._draw_uninteresting_dense(excluded)
         # Survivors dominate Binomial(M, survive): by Chernoff, M with M x survive = L + t,
-        # t^2 / (2 (L + t)) = 14, leaves a row short with probability below 1e-6.
-        n_candidates = math.ceil((n_draws + 14 + math.sqrt(196 + 28 * n_draws)) / survive)
+        # t^2 / (2 (L + t)) = c, leaves a row short with probability below e^-c.
+        c = self._shortfall_exponent
+        n_candidates = math.ceil((n_draws + c + math.sqrt(c * c + 2 * c * n_draws)) / survive)
         candidates = torch.randint(
             1,
             self.n_items,
