@@ -20,6 +20,7 @@ from recbole.utils import init_seed
 from recbole_kd import checkpoint
 from recbole_kd.data import make_loaders, split_fingerprint
 from recbole_kd.errors import CheckpointError
+from recbole_kd.model.init import initialise
 from recbole_kd.model.role_config import derive_config, model_defaults
 from recbole_kd.registry import is_kd_model
 from recbole_kd.trainer.factory import create_trainer
@@ -156,7 +157,8 @@ def train_alone(config: Config, derived: Config, dataset, parts, path: str,
     loaders = make_loaders(derived, dataset, parts)
     train_data, valid_data, _ = loaders
     init_seed(config["seed"], config["reproducibility"])
-    model = derived.model_class(derived, train_data._dataset).to(derived["device"])
+    model = initialise(derived.model_class(derived, train_data._dataset), derived)
+    model = model.to(derived["device"])
     # Selected under the run's evaluation protocol, like the distilled model will be.
     trainer = create_trainer(config, model, loaders, model_config=derived)
     # Written under a temporary name and renamed when done: an interrupted run never leaves a

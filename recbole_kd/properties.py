@@ -17,8 +17,9 @@ import yaml
 
 from recbole_kd.errors import KDConfigError
 
-# Shipped config files usable by name: teacher/student pairs, evaluation protocols, data sets.
-CONFIG_FOLDERS = ("pairs", "protocols", "datasets")
+# Shipped config files usable by name: teacher/student pairs, evaluation protocols, data sets,
+# and the papers' reference training setups.
+CONFIG_FOLDERS = ("pairs", "protocols", "datasets", "reference")
 
 
 @cache

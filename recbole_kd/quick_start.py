@@ -15,6 +15,7 @@ from recbole_kd import checkpoint
 from recbole_kd.config import KDConfig
 from recbole_kd.data import build_split, make_loaders
 from recbole_kd.errors import CheckpointError
+from recbole_kd.model.init import initialise
 from recbole_kd.pretrained import SPLIT_KEYS, Pretrained, resolve_pretrained
 from recbole_kd.registry import get_model, is_kd_model
 from recbole_kd.summary import format_summary
@@ -72,7 +73,10 @@ def prepare_run(config: KDConfig) -> RunState:
         })
     train_data, valid_data, test_data = make_loaders(config, dataset, parts)
     init_seed(config["seed"] + config["local_rank"], config["reproducibility"])
-    model = model_class(config, train_data._dataset).to(config["device"])
+    model = model_class(config, train_data._dataset)
+    if not is_kd_model(config["model"]):  # a KD model initialises its own backbones
+        initialise(model, config)
+    model = model.to(config["device"])
     if is_kd_model(config["model"]):
         for role in model_class.pretrained_roles:
             model.load_pretrained(role, pretrained[role].state_dict)

@@ -19,6 +19,7 @@ from recbole_kd.model.backbone import (
     check_representations,
     clear_caches,
 )
+from recbole_kd.model.init import initialise
 from recbole_kd.model.role_config import backbone_class, derive_config
 
 
@@ -73,11 +74,15 @@ class KnowledgeDistillationModel(GeneralRecommender):
         self.student_config = derive_config(
             config, config["student_model"], config["student_config"], "student"
         )
-        self.student = self.student_config.model_class(self.student_config, dataset)
+        self.student = initialise(
+            self.student_config.model_class(self.student_config, dataset), self.student_config
+        )
         self.teacher_config = derive_config(
             config, config["teacher_model"], config["teacher_config"], "teacher"
         )
-        self.teacher = self.teacher_config.model_class(self.teacher_config, dataset)
+        self.teacher = initialise(
+            self.teacher_config.model_class(self.teacher_config, dataset), self.teacher_config
+        )
         if not self.teacher_trainable:
             self.teacher.requires_grad_(False)
             self.teacher.eval()

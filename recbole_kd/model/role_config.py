@@ -12,7 +12,13 @@ from recbole.config import Config
 from recbole.utils import get_model as recbole_get_model
 
 from recbole_kd.errors import KDConfigError
+from recbole_kd.model.init import KEY as INIT_KEY
 from recbole_kd.properties import plugin_keys
+
+# recbole_kd keys that configure a backbone itself: unlike the other plugin keys they stay in the
+# backbone's derived config (and in teacher_config / student_config), so each model is built with
+# them and a cached model's name covers them.
+BACKBONE_KEYS = frozenset({INIT_KEY})
 
 
 def recbole_model(model_name: str, what: str) -> type:
@@ -48,10 +54,11 @@ def derive_config(config: Config, model_name: str, overrides: dict | None, role:
 
     Precedence, lowest first: the run's settings, the model's RecBole defaults, what the user set
     explicitly (files, dict, command line), then ``overrides`` (``teacher_config`` and the like).
-    recbole_kd's own keys are dropped, so the result pickles and loads with RecBole alone.
+    recbole_kd's own keys are dropped (but ``BACKBONE_KEYS``), so the result pickles and loads with
+    RecBole alone.
     """
     model_class = backbone_class(model_name, role)
-    own_keys = plugin_keys()
+    own_keys = plugin_keys() - BACKBONE_KEYS
     derived = Config.__new__(Config)
     derived.__dict__.update(
         copy.deepcopy({k: v for k, v in config.__dict__.items() if k != "model_class"})
@@ -61,7 +68,10 @@ def derive_config(config: Config, model_name: str, overrides: dict | None, role:
         if key not in config.external_config_dict:  # what the user set explicitly stays
             final[key] = value
     final.update(overrides or {})
-    final = {k: v for k, v in final.items() if k not in own_keys}
+    # A backbone key left at null is dropped too: the config (and a cached model's name) is then
+    # what it was before the key existed.
+    final = {k: v for k, v in final.items()
+             if k not in own_keys and not (k in BACKBONE_KEYS and v is None)}
     final.update(model=model_name, MODEL_TYPE=model_class.type, MODEL_INPUT_TYPE=model_class.input_type)
     derived.final_config_dict = final
     derived.internal_config_dict = {**derived.internal_config_dict, "MODEL_TYPE": model_class.type}

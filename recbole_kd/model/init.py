@@ -1,0 +1,47 @@
+"""A backbone's initial weights: its RecBole model's own, or N(0, init_std) embeddings.
+
+The DE-RRD reference code initialises BPR's user and item tables from N(0, 0.01); RecBole's BPR
+uses xavier_normal (std sqrt(2 / (rows + dim)), about 0.009 for CiteULike-t's item table at
+d = 20, but 0.02 for its user table). ``init_std`` reproduces the reference. It is read from the
+config the model is built with, so it reaches every model the runner builds the same way:
+a plain RecBole run, a model trained alone before distillation, the distilled student and BD's
+two models (set it at the top level, or per role inside ``teacher_config`` / ``student_config``).
+"""
+
+from __future__ import annotations
+
+from torch import nn
+
+from recbole_kd.errors import KDConfigError
+
+KEY = "init_std"
+
+
+def check_init_std(value) -> None:
+    """``init_std`` must be null (the model's own initialisation) or a positive number."""
+    if value is None:
+        return
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or value <= 0:
+        raise KDConfigError(
+            f"Config key '{KEY}' = {value!r} is invalid: expected a number > 0 (the standard "
+            "deviation of the embeddings' normal initialisation) or null (the model's own)."
+        )
+
+
+def initialise(model: nn.Module, config) -> nn.Module:
+    """Redraw every embedding table of ``model`` from N(0, ``config[init_std]``), in place.
+
+    Called right after the model is built, from the global generator that built it, so that two
+    models built from the same seed in the same order (the student alone, the distilled student)
+    start from the same weights. Other layers (NeuMF's MLP) keep their model's initialisation.
+    """
+    std = config[KEY]
+    check_init_std(std)
+    if std is None:
+        return model
+    for module in model.modules():
+        if isinstance(module, nn.Embedding):
+            nn.init.normal_(module.weight, mean=0.0, std=std)
+            if module.padding_idx is not None:  # as nn.Embedding keeps it: a zero row
+                module.weight.data[module.padding_idx].zero_()
+    return model
