@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import glob
+import hashlib
 import os
 import sys
 
@@ -136,3 +138,13 @@ def assert_same(got, expected, where: str = "") -> None:
         assert np.array_equal(got, expected), where
     else:
         assert got == expected, (where, got, expected)
+
+
+def digests(folder: str) -> dict[str, str]:
+    """SHA-1 of every file under ``folder``, by path relative to it."""
+    found = {}
+    for path in glob.glob(os.path.join(folder, "**"), recursive=True):
+        if os.path.isfile(path):
+            with open(path, "rb") as f:
+                found[os.path.relpath(path, folder)] = hashlib.sha1(f.read()).hexdigest()
+    return found

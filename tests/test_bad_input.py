@@ -4,38 +4,19 @@ already trained is lost (one parametrised test over the whole list)."""
 from __future__ import annotations
 
 import glob
-import hashlib
 import os
 import shutil
 
 import pytest
 import torch
-from recbole.quick_start import run_recbole
 from recbole.utils import init_logger
 
 from recbole_kd.trainer import KDTrainer
-from tests.conftest import FAST, build, make_config
+from tests.conftest import build, digests, make_config
 
 LEAVE_ONE_OUT = {"split": {"LS": "valid_and_test"}, "order": "RO", "group_by": "user",
                  "mode": "full"}
 OTHER_SPLIT = {"split": {"RS": [0.7, 0.2, 0.1]}, "order": "RO", "group_by": "user", "mode": "full"}
-
-
-@pytest.fixture(scope="module")
-def stock_teacher(small_data, tmp_path_factory) -> str:
-    """A BPR checkpoint written by stock RecBole on the small data (seed 2020), kept aside."""
-    folder = tmp_path_factory.mktemp("stock")
-    here = os.getcwd()
-    os.chdir(folder)
-    try:
-        settings = {k: v for k, v in FAST.items() if not k.startswith(("rrd_", "de_", "teacher",
-                                                                       "student"))}
-        run_recbole("BPR", config_dict={**settings, "data_path": small_data,
-                                        "embedding_size": 32}, saved=True)
-    finally:
-        os.chdir(here)
-    (path,) = glob.glob(str(folder / "saved" / "BPR-*.pth"))
-    return path
 
 
 @pytest.fixture(scope="module")
@@ -50,15 +31,6 @@ def trained_folder(small_data, tmp_path_factory) -> str:
         os.chdir(here)
     assert glob.glob(str(folder / "saved" / "teacher-*.pth"))
     return str(folder / "saved")
-
-
-def file_digests(folder: str) -> dict[str, str]:
-    digests = {}
-    for path in glob.glob(os.path.join(folder, "**"), recursive=True):
-        if os.path.isfile(path):
-            with open(path, "rb") as f:
-                digests[os.path.relpath(path, folder)] = hashlib.sha1(f.read()).hexdigest()
-    return digests
 
 
 def first_epoch(small_data, model="DERRD", **overrides):
@@ -161,14 +133,14 @@ def test_bad_input_is_named_and_nothing_trained_is_lost(small_data, workdir, sto
                                                         trained_folder, case):
     run, message = CASES[case]
     shutil.copytree(trained_folder, "saved")
-    before = file_digests("saved")
-    stock_before = file_digests(os.path.dirname(stock_teacher))
+    before = digests("saved")
+    stock_before = digests(os.path.dirname(stock_teacher))
     with pytest.raises((ValueError, FileNotFoundError), match=message):
         run(small_data, workdir, stock_teacher)
     # Whatever was trained before the error stays on disk, unchanged.
-    after = file_digests("saved")
+    after = digests("saved")
     assert {path: after.get(path) for path in before} == before
-    assert file_digests(os.path.dirname(stock_teacher)) == stock_before
+    assert digests(os.path.dirname(stock_teacher)) == stock_before
     assert not glob.glob("saved/*.partial")
 
 

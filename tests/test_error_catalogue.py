@@ -5,7 +5,6 @@ naming the key or file, exit status 2, no traceback, and nothing under saved/ re
 from __future__ import annotations
 
 import glob
-import hashlib
 import os
 import re
 import shutil
@@ -19,7 +18,7 @@ import torch
 
 import run_recbole_kd
 from recbole_kd.tools import convert, rank_comparison
-from tests.conftest import REPOSITORY
+from tests.conftest import REPOSITORY, digests
 
 DOCS = os.path.join(REPOSITORY, "docs", "troubleshooting.md")
 
@@ -155,15 +154,6 @@ def paths(small_data, stock_teacher, workdir, saved_run) -> dict:
             "foreign": "foreign.pth", "bad_yaml": "bad.yaml", "users_dat": "users.dat",
             "nan": "nan.pth", "empty": str(empty), "run": run,
             "last": glob.glob("saved/DERRD-*-last.pth")[0]}
-
-
-def digests(folder: str) -> dict[str, str]:
-    found = {}
-    for path in glob.glob(os.path.join(folder, "**"), recursive=True):
-        if os.path.isfile(path):
-            with open(path, "rb") as f:
-                found[os.path.relpath(path, folder)] = hashlib.sha1(f.read()).hexdigest()
-    return found
 
 
 @pytest.fixture
