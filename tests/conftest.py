@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import glob
 import hashlib
 import os
@@ -70,19 +71,26 @@ def small_data(tmp_path_factory) -> str:
     return str(root)
 
 
+@contextlib.contextmanager
+def working_in(folder):
+    """Run the block with ``folder`` as the working directory (RecBole writes under it)."""
+    here = os.getcwd()
+    os.chdir(folder)
+    try:
+        yield
+    finally:
+        os.chdir(here)
+
+
 @pytest.fixture(scope="session")
 def stock_teacher(small_data, tmp_path_factory) -> str:
     """A BPR checkpoint written by stock RecBole on the small data (seed 2020, 32 dimensions)."""
     from recbole.quick_start import run_recbole
 
     folder = tmp_path_factory.mktemp("stock")
-    here = os.getcwd()
-    os.chdir(folder)
-    try:
+    with working_in(folder):
         run_recbole("BPR", config_dict={**FAST, "data_path": small_data, "embedding_size": 32},
                     saved=True)
-    finally:
-        os.chdir(here)
     (path,) = (folder / "saved").glob("BPR-*.pth")
     return str(path)
 

@@ -12,7 +12,7 @@ import torch
 from recbole.utils import init_logger
 
 from recbole_kd.trainer import KDTrainer
-from tests.conftest import build, digests, make_config
+from tests.conftest import build, digests, make_config, working_in
 
 LEAVE_ONE_OUT = {"split": {"LS": "valid_and_test"}, "order": "RO", "group_by": "user",
                  "mode": "full"}
@@ -23,12 +23,8 @@ OTHER_SPLIT = {"split": {"RS": [0.7, 0.2, 0.1]}, "order": "RO", "group_by": "use
 def trained_folder(small_data, tmp_path_factory) -> str:
     """A saved/ folder holding a teacher that a valid DERRD run trained and cached."""
     folder = tmp_path_factory.mktemp("trained")
-    here = os.getcwd()
-    os.chdir(folder)
-    try:
+    with working_in(folder):
         first_epoch(small_data)
-    finally:
-        os.chdir(here)
     assert glob.glob(str(folder / "saved" / "teacher-*.pth"))
     return str(folder / "saved")
 

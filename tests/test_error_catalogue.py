@@ -18,7 +18,7 @@ import torch
 
 import run_recbole_kd
 from recbole_kd.tools import convert, rank_comparison
-from tests.conftest import REPOSITORY, digests
+from tests.conftest import REPOSITORY, digests, working_in
 
 DOCS = os.path.join(REPOSITORY, "docs", "troubleshooting.md")
 
@@ -118,12 +118,11 @@ def finished_run(small_data, tmp_path_factory) -> str:
     """A folder whose saved/ holds a finished DERRD run: teacher cache, best model, resume
     point and export."""
     folder = tmp_path_factory.mktemp("finished")
-    here, argv = os.getcwd(), sys.argv
-    os.chdir(folder)
+    argv = sys.argv
     try:
-        run_recbole_kd.main(small_args(small_data))
+        with working_in(folder):
+            run_recbole_kd.main(small_args(small_data))
     finally:
-        os.chdir(here)
         sys.argv = argv
     return str(folder / "saved")
 
