@@ -54,6 +54,11 @@ _NOT_IDENTITY = {
 _SELECTION_KEYS = ("kd_eval_protocol", "kd_eval_negatives")
 
 
+def first_difference(saved_config: Config, config: Config, keys) -> str | None:
+    """The first of ``keys`` whose value in a checkpoint's config differs from this run's."""
+    return next((key for key in keys if saved_config[key] != config[key]), None)
+
+
 @dataclass
 class Pretrained:
     """A model trained before distillation: what it is and its weights."""
@@ -104,13 +109,13 @@ def check_same_split(saved: dict, config: Config, dataset, parts, key: str, path
             f"{key} '{path}' was trained on data set '{saved_config['dataset']}', this run uses "
             f"'{config['dataset']}': point {key} to a checkpoint of this data set."
         )
-    for name in SPLIT_KEYS:
-        if saved_config[name] != config[name]:
-            raise CheckpointError(
-                f"{key} '{path}' was trained with {name}={saved_config[name]!r}, this run has "
-                f"{name}={config[name]!r}: it saw another split, including this run's test items. "
-                f"Set {name} to match, or unset {key} to train the model on this split."
-            )
+    name = first_difference(saved_config, config, SPLIT_KEYS)
+    if name is not None:
+        raise CheckpointError(
+            f"{key} '{path}' was trained with {name}={saved_config[name]!r}, this run has "
+            f"{name}={config[name]!r}: it saw another split, including this run's test items. "
+            f"Set {name} to match, or unset {key} to train the model on this split."
+        )
     fingerprint = saved.get("split_fingerprint")
     if fingerprint is not None and fingerprint != split_fingerprint(dataset, parts):
         raise CheckpointError(

@@ -16,7 +16,7 @@ from recbole_kd.config import KDConfig
 from recbole_kd.data import build_split, make_loaders
 from recbole_kd.errors import CheckpointError
 from recbole_kd.model.init import initialise
-from recbole_kd.pretrained import SPLIT_KEYS, Pretrained, resolve_pretrained
+from recbole_kd.pretrained import SPLIT_KEYS, Pretrained, first_difference, resolve_pretrained
 from recbole_kd.registry import get_model, is_kd_model
 from recbole_kd.summary import format_summary
 from recbole_kd.trainer.factory import create_trainer
@@ -89,13 +89,13 @@ def read_resume_point(config: KDConfig) -> dict:
     path = config["kd_resume"]
     saved = checkpoint.read(path, "kd_resume", kinds=("resume",), device=config["device"])
     saved_config = saved["config"]
-    for key in ("model", "dataset", *SPLIT_KEYS):
-        if saved_config[key] != config[key]:
-            raise CheckpointError(
-                f"kd_resume '{path}' is a resume point of a run with {key}={saved_config[key]!r}, "
-                f"this command has {key}={config[key]!r}: resume with that run's settings, or "
-                "unset kd_resume to start a new run."
-            )
+    key = first_difference(saved_config, config, ("model", "dataset", *SPLIT_KEYS))
+    if key is not None:
+        raise CheckpointError(
+            f"kd_resume '{path}' is a resume point of a run with {key}={saved_config[key]!r}, "
+            f"this command has {key}={config[key]!r}: resume with that run's settings, or "
+            "unset kd_resume to start a new run."
+        )
     return saved
 
 
