@@ -5,6 +5,7 @@
     python run_recbole_kd.py -m BPR -d ml-100k --embedding_size=20   # a RecBole baseline
     python run_recbole_kd.py -m DERRD --hyper DERRD.hyper     # RecBole's HyperTuning
     python run_recbole_kd.py --compare -d ml-100k --config_files bpr200-bpr20 --seeds 3
+    python run_recbole_kd.py -m RRD --nproc 2                 # two processes (gloo on CPU)
 
 Any other ``--key=value`` reaches RecBole's config (e.g. ``--epochs=50 --teacher_checkpoint=...``).
 A config file that is not a path is looked up among the shipped pair files (properties/pairs), a
@@ -46,6 +47,12 @@ def parser() -> argparse.ArgumentParser:
                         help="--compare: N trials of HyperTuning per contender, on validation")
     parser.add_argument("--set", nargs="*", default=[],
                         help="key=value settings (the same as --key=value)")
+    parser.add_argument("--nproc", type=int, default=1, help="processes on this machine")
+    parser.add_argument("--world_size", type=int, default=-1, help="processes on all machines")
+    parser.add_argument("--ip", type=str, default="localhost", help="rank 0's machine")
+    parser.add_argument("--port", type=str, default="5678", help="rank 0's port")
+    parser.add_argument("--group_offset", type=int, default=0,
+                        help="rank of this machine's first process")
     parser.add_argument("--debug", action="store_true",
                         help="show the traceback of an error (or set RECBOLE_KD_DEBUG=1)")
     return parser
@@ -83,6 +90,9 @@ def main(argv: list[str] | None = None) -> None:
         # line), so RecBole must not read the command line again.
         sys.argv = sys.argv[:1]
         config_files = resolve_config_files(args.config_files)
+        if (args.compare or args.hyper) and (args.nproc != 1 or args.world_size > 0):
+            raise KDConfigError("--nproc and --world_size apply to one run: run --compare and "
+                                "--hyper in one process.")
         if args.compare:
             run_compare(args, config_files, settings)
         elif args.hyper:
@@ -93,7 +103,8 @@ def main(argv: list[str] | None = None) -> None:
                  config_dict=settings)
         else:
             run_recbole_kd(model=args.model, dataset=args.dataset, config_file_list=config_files,
-                           config_dict=settings)
+                           config_dict=settings, nproc=args.nproc, world_size=args.world_size,
+                           ip=args.ip, port=args.port, group_offset=args.group_offset)
 
 
 if __name__ == "__main__":

@@ -11,7 +11,9 @@ Every file holds RecBole's keys (``config``, ``epoch``, ``cur_step``, ``best_val
 - ``export``: one model of a distillation run (the student; BD's teacher too) as a checkpoint of
   its own RecBole model, which stock RecBole loads.
 
-This module imports nothing from the package but its error classes.
+A distributed run's files hold a single process's config (rank 0 writes them), so they load in a
+plain process. This module imports nothing from the package but its error classes and
+:mod:`recbole_kd.distributed`'s view of a config.
 """
 
 from __future__ import annotations
@@ -22,6 +24,7 @@ from typing import Any
 
 import torch
 
+from recbole_kd.distributed import single_process_config
 from recbole_kd.errors import CheckpointError
 
 FORMAT = 1
@@ -52,7 +55,7 @@ def make(kind: str, config, state_dict: dict, other_parameter: Any = None, epoch
     if kind not in KINDS:
         raise ValueError(f"unknown checkpoint kind {kind!r}")
     return {
-        "config": config,
+        "config": single_process_config(config),
         "epoch": epoch,
         "cur_step": cur_step,
         "best_valid_score": best_valid_score,

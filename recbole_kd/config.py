@@ -9,6 +9,7 @@ from typing import Any
 import yaml
 from recbole.config import Config
 
+from recbole_kd import distributed
 from recbole_kd.errors import KDConfigError
 from recbole_kd.eval_protocol import check_eval_protocol
 from recbole_kd.key_checks import check_keys, method_files
@@ -73,6 +74,17 @@ class KDConfig(Config):
     def _set_default_parameters(self):
         super()._set_default_parameters()
         check_eval_protocol(self.final_config_dict)  # only now is eval_args complete
+
+    def _init_device(self):
+        if not distributed.requested(self.final_config_dict):
+            return super()._init_device()
+        # RecBole's gpu_id handling (CUDA_VISIBLE_DEVICES), then the package's process group.
+        local_rank = self.final_config_dict.pop("local_rank", None)
+        super()._init_device()
+        del self.final_config_dict["local_rank"]  # set by torchrun's variables when not given
+        if local_rank is not None:
+            self.final_config_dict["local_rank"] = local_rank
+        distributed.init_process(self.final_config_dict)
 
     def with_values(self, **values: Any) -> KDConfig:
         """A copy of this config with ``values`` set; this one is left as it is."""

@@ -7,6 +7,7 @@ import difflib
 import warnings
 from typing import Any, Callable
 
+from recbole_kd.distributed import DISTRIBUTED_KEYS
 from recbole_kd.errors import KDConfigError, KDConfigWarning
 from recbole_kd.properties import common_keys, method_keys, plugin_keys, recbole_keys
 from recbole_kd.registry import get_model, is_kd_model
@@ -79,6 +80,7 @@ KEY_RULES: dict[str, tuple[Callable[[Any], bool], str]] = {
     "kd_student_alone": (_is_bool, "true or false"),
     "kd_fused_optimizer": (_is_bool, "true or false"),
     "kd_keep_freed_memory": (_is_bool, "true or false"),
+    "kd_dist_backend": (lambda v: v in (None, "gloo", "nccl"), "gloo, nccl or ~ (by device)"),
     "kd_resume": (_optional_str, "the '-last.pth' (or BD) checkpoint of a run to continue"),
     "de_weight": (_non_negative, "a number >= 0"),
     "de_num_experts": (_positive_int, "a positive int"),
@@ -209,7 +211,8 @@ def check_recbole_values(config_dict: dict[str, Any]) -> None:
 
 def known_keys() -> frozenset[str]:
     """Every key RecBole or recbole_kd defines."""
-    return recbole_keys() | plugin_keys() | {"model", "dataset", "config_files"}
+    return recbole_keys() | plugin_keys() | {"model", "dataset", "config_files",
+                                              "local_rank", *DISTRIBUTED_KEYS}
 
 
 def warn_unknown_keys(user_keys) -> None:

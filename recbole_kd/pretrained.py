@@ -17,7 +17,7 @@ from logging import getLogger
 from recbole.config import Config
 from recbole.utils import init_seed
 
-from recbole_kd import checkpoint
+from recbole_kd import checkpoint, distributed
 from recbole_kd.data import make_loaders, split_fingerprint
 from recbole_kd.errors import CheckpointError
 from recbole_kd.model.init import initialise
@@ -47,7 +47,7 @@ _NOT_IDENTITY = {
     "device", "gpu_id", "use_gpu", "show_progress", "state", "checkpoint_dir", "data_path",
     "eval_batch_size", "worker", "log_wandb", "wandb_project", "save_dataset", "save_dataloaders",
     "dataset_save_path", "dataloaders_save_path", "local_rank", "nproc", "world_size", "offset",
-    "ip", "port", "single_spec", "config_files", "metrics", "topk",
+    "ip", "port", "single_spec", "config_files", "metrics", "topk", "verbose",
     "metric_decimal_place", "loss_decimal_place",
 }
 # recbole_kd's own keys that decide how a model trained alone is selected on validation.
@@ -146,7 +146,7 @@ def train_and_cache(config: Config, dataset, parts, role: str) -> Pretrained:
     fingerprint = split_fingerprint(dataset, parts)
     path = cache_path(config, derived, role, fingerprint)
     logger = getLogger()
-    if os.path.isfile(path):
+    if distributed.broadcast_object(os.path.isfile(path)):  # every rank takes rank 0's view
         logger.info(f"Reusing the {role} trained earlier on this split: {path}")
     else:
         logger.info(f"Training the {role} ({name}, {overrides}) on this run's split")
@@ -161,7 +161,7 @@ def train_alone(config: Config, derived: Config, dataset, parts, path: str,
     """Train the model of ``derived`` on this run's split and save its best state at ``path``."""
     loaders = make_loaders(derived, dataset, parts)
     train_data, valid_data, _ = loaders
-    init_seed(config["seed"], config["reproducibility"])
+    init_seed(config["seed"] + config["local_rank"], config["reproducibility"])
     model = initialise(derived.model_class(derived, train_data._dataset), derived)
     model = model.to(derived["device"])
     # Selected under the run's evaluation protocol, like the distilled model will be.
@@ -170,7 +170,11 @@ def train_alone(config: Config, derived: Config, dataset, parts, path: str,
     # half-trained model where a later run would take it for a finished one.
     trainer.saved_model_file = path + ".partial"
     trainer.fit(train_data, valid_data, saved=True, show_progress=config["show_progress"])
-    best = checkpoint.read(trainer.saved_model_file, f"the {derived['model']} trained alone")
-    best["split_fingerprint"] = fingerprint
-    checkpoint.atomic_save(best, trainer.saved_model_file)
-    os.replace(trainer.saved_model_file, path)
+
+    def publish():
+        best = checkpoint.read(trainer.saved_model_file, f"the {derived['model']} trained alone")
+        best["split_fingerprint"] = fingerprint
+        checkpoint.atomic_save(best, trainer.saved_model_file)
+        os.replace(trainer.saved_model_file, path)
+
+    distributed.written_by_main(publish)

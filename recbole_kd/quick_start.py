@@ -6,12 +6,13 @@ import logging
 import os
 import sys
 from dataclasses import dataclass, field
+from functools import partial
 from logging import getLogger
 
 from recbole.data import create_dataset, data_preparation
 from recbole.utils import init_logger, init_seed, set_color
 
-from recbole_kd import checkpoint
+from recbole_kd import checkpoint, distributed
 from recbole_kd.config import KDConfig
 from recbole_kd.data import build_split, make_loaders
 from recbole_kd.errors import CheckpointError
@@ -145,7 +146,8 @@ def train_and_test(config: KDConfig, saved: bool = True, verbose: bool = True) -
     if saved:
         result["saved_model_file"] = trainer.saved_model_file
         for role in model.exported_roles:
-            path = model.export(role, export_path(trainer.saved_model_file, role))
+            path = distributed.written_by_main(
+                lambda role=role: model.export(role, export_path(trainer.saved_model_file, role)))
             result[f"{role}_file"] = path
             logger.info(set_color(f"{role.capitalize()} exported for RecBole", "yellow") + f": {path}")
     return result
@@ -157,13 +159,25 @@ def run_recbole_kd(
     config_file_list: list[str] | None = None,
     config_dict: dict | None = None,
     saved: bool = True,
+    nproc: int = 1,
+    world_size: int = -1,
+    ip: str = "localhost",
+    port: str | int = "5678",
+    group_offset: int = 0,
 ) -> dict:
     """Train and test ``model`` (a recbole_kd or RecBole model) on ``dataset``.
 
     Returns RecBole's result dict (best_valid_score, valid_score_bigger, best_valid_result,
     test_result), plus ``saved_model_file`` and, for distillation models, ``student_file``: the
     student as a plain RecBole checkpoint (BD: ``teacher_file`` too, and the teacher's metrics).
+
+    ``nproc`` > 1 (or ``world_size`` > 0) runs it in ``nproc`` processes on this machine, ranks
+    ``group_offset`` on of a ``world_size``-rank group that meets at ``ip``:``port``, as
+    RecBole's ``run_recboles`` does (gloo on CPU, NCCL on CUDA); rank 0's result is returned.
     """
+    if nproc != 1 or world_size > 0:
+        return spawn_run(model, dataset, config_file_list, config_dict, saved,
+                         nproc, world_size, ip, port, group_offset)
     config = KDConfig(model, dataset, config_file_list, config_dict)
     init_seed(config["seed"], config["reproducibility"])
     init_logger(config)
@@ -173,7 +187,21 @@ def run_recbole_kd(
     result = train_and_test(config, saved=saved)
     logger.info(set_color("best valid ", "yellow") + f": {result['best_valid_result']}")
     logger.info(set_color("test result", "yellow") + f": {result['test_result']}")
+    distributed.end_process()
     return result
+
+
+def spawn_run(model, dataset, config_file_list, config_dict, saved, nproc, world_size, ip, port,
+              group_offset) -> dict:
+    """:func:`run_recbole_kd` in ``nproc`` processes; its settings are checked here first, and
+    the folders every rank writes to made, so that a mistake is reported once."""
+    config = KDConfig(model, dataset, config_file_list, dict(config_dict or {}))
+    distributed.backend_of(config.final_config_dict)
+    os.makedirs(config["checkpoint_dir"], exist_ok=True)
+    os.makedirs("log", exist_ok=True)
+    return distributed.spawn(
+        partial(run_recbole_kd, saved=saved), nproc, world_size, ip, port, group_offset,
+        dict(config_dict or {}), args=(config["model"], config["dataset"], config_file_list))
 
 
 def objective_function(config_dict=None, config_file_list=None, saved=True) -> dict:

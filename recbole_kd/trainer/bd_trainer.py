@@ -55,9 +55,15 @@ class BDTrainer(KDTrainer):
             )
         return self.optimizers["student"]
 
+    def synchronised_modules(self):
+        return [getattr(self.model, role) for role in self.ROLES]  # each steps on its own
+
     def _train_epoch(self, train_data, epoch_idx, loss_func=None, show_progress=False):
         self.model.on_epoch_start(epoch_idx)
         self.model.train()
+        shards = getattr(train_data, "sampler", None)
+        if hasattr(shards, "set_epoch"):  # a distributed run's: reshuffled every epoch
+            shards.set_epoch(epoch_idx)
         totals = [0.0] * 4
         batches = (
             tqdm(train_data, total=len(train_data), ncols=100,
@@ -69,9 +75,10 @@ class BDTrainer(KDTrainer):
             for index, role in enumerate(self.ROLES):  # teacher first, then student
                 optimizer = self.optimizers[role]
                 optimizer.zero_grad()
+                sync = self.gradient_sync(getattr(self.model, role))
                 base, bd = self.model.losses(role, batch)
                 check_finite((base, bd), self.model.loss_names[2 * index: 2 * index + 2])
-                (base + bd).backward()
+                (base + bd + sync).backward()
                 if self.clip_grad_norm:
                     clip_grad_norm_(getattr(self.model, role).parameters(), **self.clip_grad_norm)
                 optimizer.step()

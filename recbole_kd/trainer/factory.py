@@ -7,12 +7,13 @@ from collections.abc import Sequence
 from recbole.utils import get_local_time
 from recbole.utils import get_trainer as recbole_get_trainer
 
-from recbole_kd import checkpoint
+from recbole_kd import checkpoint, distributed
 from recbole_kd.eval_protocol import FixedSampledEvaluation, attach_candidates, uses_candidates
 from recbole_kd.kernels import heap
 from recbole_kd.kernels.fused_optimizer import FusedOptimizer
 from recbole_kd.model.base import KnowledgeDistillationModel
 from recbole_kd.trainer.bd_trainer import BDTrainer
+from recbole_kd.trainer.distributed_training import DistributedTraining
 from recbole_kd.trainer.kd_trainer import KDTrainer
 from recbole_kd.trainer.mixins import EpochTimer, with_mixin
 
@@ -31,6 +32,7 @@ def create_trainer(config, model, loaders: Sequence, model_config=None, timed: b
     - fused Adam and AdamW (``kd_fused_optimizer``);
     - glibc keeping freed memory (``kd_keep_freed_memory``, process-wide, applied once here);
     - with ``timed``, the wall time of every training epoch in ``trainer.epoch_seconds``;
+    - in a distributed run, DDP, exact metrics over ranks and files written by rank 0;
     - a checkpoint name no other run shares.
 
     ``model_config`` is the config the trainer trains with (a derived teacher config, say);
@@ -46,8 +48,10 @@ def create_trainer(config, model, loaders: Sequence, model_config=None, timed: b
         trainer_class = with_mixin(FusedOptimizer, trainer_class)
     if timed:
         trainer_class = with_mixin(EpochTimer, trainer_class)
+    if distributed.is_distributed():  # in front: its DDPs wrap the model the others built
+        trainer_class = with_mixin(DistributedTraining, trainer_class)
     trainer = trainer_class(model_config, model)
-    trainer.saved_model_file = checkpoint.run_file(
-        model_config["checkpoint_dir"], model_config["model"], get_local_time())
+    trainer.saved_model_file = distributed.broadcast_object(checkpoint.run_file(
+        model_config["checkpoint_dir"], model_config["model"], get_local_time()))
     attach_candidates(trainer, config, loaders)
     return trainer

@@ -10,8 +10,8 @@ import torch
 from recbole.trainer import Trainer
 from recbole.utils import set_color
 
-from recbole_kd import checkpoint
-from recbole_kd.errors import TrainingError
+from recbole_kd import checkpoint, distributed
+from recbole_kd.errors import CheckpointError, TrainingError
 from recbole_kd.model.backbone import clear_caches
 
 
@@ -23,6 +23,23 @@ def check_finite(losses, names: list[str]) -> None:
                 f"The training loss term '{name}' is {loss.item()}. Lower learning_rate (or this "
                 "term's weight), and check the teacher checkpoint."
             )
+
+
+def extra_states(model: torch.nn.Module) -> dict:
+    """The samplers' states in ``model``'s state_dict: what may differ between ranks (the
+    weights never do)."""
+    return {k: v for k, v in model.state_dict().items() if k.endswith("_extra_state")}
+
+
+def rank_state(saved: dict, path: str) -> tuple[dict, dict]:
+    """(random states, sampler states) of this rank in a resume point, refused when it was
+    written by a run with another number of processes (its random streams would not continue)."""
+    by_rank = saved.get("by_rank") or {"rng": [saved["rng"]], "extra_state": [{}]}
+    if len(by_rank["rng"]) != distributed.world_size():
+        raise CheckpointError(
+            f"kd_resume '{path}' was written by a run of {len(by_rank['rng'])} process(es); this "
+            f"run has {distributed.world_size()}: resume it with the same number of processes.")
+    return by_rank["rng"][distributed.rank()], by_rank["extra_state"][distributed.rank()]
 
 
 class KDTrainer(Trainer):
@@ -58,6 +75,15 @@ class KDTrainer(Trainer):
             torch.cuda.set_rng_state_all(state["cuda"])
         if "loader" in state:
             train_data.generator.set_state(state["loader"])
+
+    def synchronised_modules(self) -> list[torch.nn.Module]:
+        """The modules whose gradients ranks share, each stepped as one (distributed runs)."""
+        return [self.model]
+
+    def gradient_sync(self, module: torch.nn.Module) -> torch.Tensor | float:
+        """A term to add to ``module``'s loss so that ranks share its gradients: none in a
+        single process (see :class:`~recbole_kd.trainer.distributed_training.DistributedTraining`)."""
+        return 0.0
 
     def _build_optimizer(self, **kwargs):
         if "params" not in kwargs and hasattr(self.model, "trainable_parameters"):
@@ -144,12 +170,14 @@ class KDTrainer(Trainer):
         self.best_valid_result = saved["best_valid_result"]
         self.optimizer.load_state_dict(saved["optimizers"]["student"])
 
-    def _save_resume_point(self, epoch: int) -> None:
-        """Everything needed to continue after ``epoch`` exactly as if never stopped."""
+    def _save_resume_point(self, epoch: int, by_rank: dict | None = None) -> None:
+        """Everything needed to continue after ``epoch`` exactly as if never stopped; in a
+        distributed run, every rank's random and sampler states (``by_rank``: lists by rank)."""
+        rng = {"by_rank": by_rank} if by_rank else {"rng": self.rng_state()}
         state = checkpoint.make(
             "resume", self.config, self.model.state_dict(), self.model.other_parameter(),
             epoch=epoch, cur_step=self.cur_step, best_valid_score=self.best_valid_score,
-            saved_model_file=self.saved_model_file, rng=self.rng_state(), **self._resume_fields(),
+            saved_model_file=self.saved_model_file, **rng, **self._resume_fields(),
         )
         checkpoint.atomic_save(state, self.resume_file)
 
@@ -176,10 +204,10 @@ class KDTrainer(Trainer):
         self.start_epoch = saved["epoch"] + 1
         self.cur_step = saved["cur_step"]
         self.best_valid_score = saved["best_valid_score"]
-        self.model.load_state_dict(saved["state_dict"])
+        self._pending_rng, samplers = rank_state(saved, self.resume_file)
+        self.model.load_state_dict({**saved["state_dict"], **samplers})
         self.model.load_other_parameter(saved.get("other_parameter"))
         self._load_resume_fields(saved)
-        self._pending_rng = saved["rng"]
         self.logger.info(f"Checkpoint loaded. Resume training from epoch {self.start_epoch}")
 
     def _generate_train_loss_output(self, epoch_idx, s_time, e_time, losses):

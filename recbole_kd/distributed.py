@@ -1,0 +1,232 @@
+"""Runs over several processes with torch.distributed: the process group, which rank writes,
+and the launcher.
+
+A run is distributed when RecBole's ``local_rank`` is set (the launcher below sets it, as
+RecBole's ``run_recboles`` does) or when torchrun's environment variables are present. The
+backend is NCCL on CUDA and gloo on CPU (``kd_dist_backend`` overrides it). Rank 0 writes every
+file; the other ranks wait for it at a barrier and read what it wrote.
+"""
+
+from __future__ import annotations
+
+import copy
+import os
+import traceback
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from typing import Any
+
+import torch
+import torch.distributed as dist
+
+from recbole_kd.errors import KDConfigError, KDError, TrainingError
+
+# RecBole's keys of a distributed run: they never reach a saved checkpoint's config.
+DISTRIBUTED_KEYS = ("nproc", "world_size", "ip", "port", "offset")
+TORCHRUN_VARIABLES = ("LOCAL_RANK", "RANK", "WORLD_SIZE")
+
+
+# ----- the process group ---------------------------------------------------------------------
+def requested(config_dict: dict) -> bool:
+    """True when this process is one rank of a distributed run."""
+    return "local_rank" in config_dict or all(v in os.environ for v in TORCHRUN_VARIABLES)
+
+
+def backend_of(config_dict: dict) -> tuple[bool, str]:
+    """(whether the run's ranks use CUDA devices, its backend), refused where they cannot work."""
+    on_cuda = bool(config_dict.get("use_gpu", True)) and torch.cuda.is_available() \
+        and str(config_dict.get("gpu_id", "")) != ""
+    backend = config_dict.get("kd_dist_backend") or ("nccl" if on_cuda else "gloo")
+    if backend == "nccl" and not on_cuda:
+        raise KDConfigError("kd_dist_backend: nccl needs CUDA devices; on CPU use gloo (or "
+                            "leave kd_dist_backend unset).")
+    return on_cuda, backend
+
+
+def init_process(config_dict: dict) -> None:
+    """Join the run's process group (once per process) and set the rank's device, in place of
+    RecBole's ``Config._init_device``, which supports NCCL on CUDA only."""
+    from_torchrun = "local_rank" not in config_dict
+    if from_torchrun:
+        local_rank, world_size = int(os.environ["LOCAL_RANK"]), int(os.environ["WORLD_SIZE"])
+        config_dict.update(
+            local_rank=local_rank, world_size=world_size,
+            nproc=int(os.environ.get("LOCAL_WORLD_SIZE", world_size)),
+            offset=int(os.environ["RANK"]) - local_rank,
+        )
+    local_rank = config_dict["local_rank"]
+    on_cuda, backend = backend_of(config_dict)
+    if on_cuda:
+        gpus = str(config_dict["gpu_id"]).split(",")
+        if len(gpus) < config_dict["nproc"]:
+            raise KDConfigError(
+                f"gpu_id '{config_dict['gpu_id']}' names {len(gpus)} GPU(s) for nproc "
+                f"{config_dict['nproc']} processes on this machine: name one GPU per process.")
+        config_dict["device"] = torch.device("cuda", local_rank)
+        torch.cuda.set_device(local_rank)
+    else:
+        config_dict["device"] = torch.device("cpu")
+        if "OMP_NUM_THREADS" not in os.environ:  # the machine's cores shared among its ranks
+            torch.set_num_threads(max(1, (os.cpu_count() or 1) // config_dict["nproc"]))
+    if not dist.is_initialized():
+        if from_torchrun:
+            dist.init_process_group(backend=backend, init_method="env://")
+        else:
+            dist.init_process_group(
+                backend=backend, rank=local_rank + config_dict["offset"],
+                world_size=config_dict["world_size"],
+                init_method=f"tcp://{config_dict['ip']}:{config_dict['port']}",
+            )
+    config_dict["single_spec"] = False
+    if rank() != 0:  # RecBole's quieting of the other ranks
+        config_dict.update(state="error", show_progress=False, verbose=False)
+
+
+def is_distributed() -> bool:
+    return dist.is_available() and dist.is_initialized()
+
+
+def rank() -> int:
+    """This process's rank in the run (0 in a single-process run)."""
+    return dist.get_rank() if is_distributed() else 0
+
+
+def world_size() -> int:
+    return dist.get_world_size() if is_distributed() else 1
+
+
+def is_main() -> bool:
+    """True on the rank that writes the run's files."""
+    return rank() == 0
+
+
+def barrier() -> None:
+    if is_distributed():
+        dist.barrier()
+
+
+def broadcast_object(value: Any) -> Any:
+    """Rank 0's ``value`` on every rank (e.g. a file name that holds the time and pid)."""
+    if not is_distributed():
+        return value
+    box = [value]
+    dist.broadcast_object_list(box, src=0)
+    return box[0]
+
+
+def all_gather_object(value: Any) -> list:
+    """Every rank's ``value``, by rank."""
+    if not is_distributed():
+        return [value]
+    values = [None] * world_size()
+    dist.all_gather_object(values, value)
+    return values
+
+
+def all_reduce_sum(tensor: torch.Tensor) -> torch.Tensor:
+    """The sum over ranks of ``tensor`` (a copy), on the backend's device."""
+    if not is_distributed():
+        return tensor.clone()
+    device = torch.device("cuda", torch.cuda.current_device()) \
+        if dist.get_backend() == "nccl" else torch.device("cpu")
+    total = tensor.to(device).clone()
+    dist.all_reduce(total)
+    return total.to(tensor.device)
+
+
+def written_by_main(write: Callable[[], Any]) -> Any:
+    """Run ``write`` on rank 0 only; every rank returns its result once it is done."""
+    result = write() if is_main() else None
+    barrier()
+    return broadcast_object(result)
+
+
+def end_process() -> None:
+    """Leave the process group (the end of a distributed run)."""
+    if is_distributed():
+        dist.destroy_process_group()
+
+
+# ----- the launcher --------------------------------------------------------------------------
+def spawn(target: Callable[..., Any], nproc: int, world_size: int, ip: str, port: str | int,
+          group_offset: int, config_dict: dict, args: tuple) -> Any:
+    """Run ``target(*args, config_dict=...)`` in ``nproc`` processes of a ``world_size``-rank
+    group, as RecBole's ``run_recboles`` does; returns rank 0's result. An error on any rank
+    ends every rank and is raised here (a :class:`KDError` as itself)."""
+    import torch.multiprocessing as mp
+    from torch.multiprocessing.spawn import ProcessException
+
+    if nproc < 1:
+        raise KDConfigError(f"nproc {nproc}: a run needs at least one process.")
+    world_size = nproc if world_size <= 0 else world_size
+    if world_size < nproc:
+        raise KDConfigError(f"world_size {world_size} is below nproc {nproc}: world_size counts "
+                            "the processes of every machine.")
+    config_dict = {**config_dict, "world_size": world_size, "ip": ip, "port": str(port),
+                   "nproc": nproc, "offset": group_offset}
+    queue = mp.get_context("spawn").SimpleQueue()
+    try:
+        mp.spawn(_rank_main, args=(target, args, config_dict, queue), nprocs=nproc, join=True)
+    except ProcessException as error:
+        failure = _first_failure(queue)
+        if isinstance(failure, KDError):
+            raise failure from None
+        raise TrainingError(f"A rank of the distributed run failed: {failure or error}") from None
+    outcome = _first_result(queue)
+    return outcome
+
+
+def _rank_main(local_rank: int, target, args: tuple, config_dict: dict, queue) -> None:
+    try:
+        result = target(*args, config_dict={**config_dict, "local_rank": local_rank})
+    except BaseException as error:
+        queue.put(("error", error if isinstance(error, KDError) else traceback.format_exc()))
+        raise
+    finally:
+        end_process()
+    if local_rank == 0 and config_dict["offset"] == 0:
+        queue.put(("result", result))
+
+
+def _first_failure(queue):
+    while not queue.empty():
+        kind, value = queue.get()
+        if kind == "error":
+            return value
+    return None
+
+
+def _first_result(queue):
+    while not queue.empty():
+        kind, value = queue.get()
+        if kind == "result":
+            return value
+    return None
+
+
+# ----- RecBole's single-process code paths inside a distributed run --------------------------
+@contextmanager
+def single_process_view(config) -> Iterator[None]:
+    """``config`` read as a single-process run's while the block runs: RecBole's own
+    distributed paths (DDP on CUDA devices only, padded evaluation shards) are replaced by the
+    package's."""
+    before = config.final_config_dict.get("single_spec", True)
+    config.final_config_dict["single_spec"] = True
+    try:
+        yield
+    finally:
+        config.final_config_dict["single_spec"] = before
+
+
+def single_process_config(config):
+    """A copy of ``config`` as a single process's: what a saved checkpoint holds, so that stock
+    RecBole loads it in a plain process."""
+    if config is None or config.final_config_dict.get("single_spec", True):
+        return config
+    plain = copy.copy(config)
+    final = {k: v for k, v in config.final_config_dict.items() if k not in DISTRIBUTED_KEYS}
+    device = final.get("device")
+    final.update(single_spec=True, local_rank=0,
+                 device=torch.device(device.type) if isinstance(device, torch.device) else device)
+    plain.final_config_dict = final
+    return plain
