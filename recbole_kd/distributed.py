@@ -11,6 +11,8 @@ from __future__ import annotations
 
 import copy
 import os
+import pickle
+import tempfile
 import traceback
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -164,43 +166,47 @@ def spawn(target: Callable[..., Any], nproc: int, world_size: int, ip: str, port
                             "the processes of every machine.")
     config_dict = {**config_dict, "world_size": world_size, "ip": ip, "port": str(port),
                    "nproc": nproc, "offset": group_offset}
-    queue = mp.get_context("spawn").SimpleQueue()
-    try:
-        mp.spawn(_rank_main, args=(target, args, config_dict, queue), nprocs=nproc, join=True)
-    except ProcessException as error:
-        failure = _first_failure(queue)
-        if isinstance(failure, KDError):
-            raise failure from None
-        raise TrainingError(f"A rank of the distributed run failed: {failure or error}") from None
-    outcome = _first_result(queue)
-    return outcome
+    # Outcomes travel through files: a queue's pipe blocks a large result until it is read,
+    # and mp.spawn reads nothing before every process has ended.
+    with tempfile.TemporaryDirectory(prefix="recbole_kd-") as outcomes:
+        try:
+            mp.spawn(_rank_main, args=(target, args, config_dict, outcomes), nprocs=nproc,
+                     join=True)
+        except ProcessException as error:
+            failure = _read_outcome(outcomes, "error")
+            if isinstance(failure, KDError):
+                raise failure from None
+            raise TrainingError(
+                f"A rank of the distributed run failed: {failure or error}") from None
+        return _read_outcome(outcomes, "result")
 
 
-def _rank_main(local_rank: int, target, args: tuple, config_dict: dict, queue) -> None:
+def _rank_main(local_rank: int, target, args: tuple, config_dict: dict, outcomes: str) -> None:
     try:
         result = target(*args, config_dict={**config_dict, "local_rank": local_rank})
     except BaseException as error:
-        queue.put(("error", error if isinstance(error, KDError) else traceback.format_exc()))
+        _write_outcome(outcomes, f"error-{local_rank}",
+                       error if isinstance(error, KDError) else traceback.format_exc())
         raise
     finally:
         end_process()
     if local_rank == 0 and config_dict["offset"] == 0:
-        queue.put(("result", result))
+        _write_outcome(outcomes, "result", result)
 
 
-def _first_failure(queue):
-    while not queue.empty():
-        kind, value = queue.get()
-        if kind == "error":
-            return value
-    return None
+def _write_outcome(folder: str, name: str, value: Any) -> None:
+    path = os.path.join(folder, f"{name}.pkl")
+    with open(path + ".tmp", "wb") as f:
+        pickle.dump(value, f)
+    os.replace(path + ".tmp", path)
 
 
-def _first_result(queue):
-    while not queue.empty():
-        kind, value = queue.get()
-        if kind == "result":
-            return value
+def _read_outcome(folder: str, prefix: str) -> Any:
+    """The outcome named ``prefix`` (the first rank's, for errors); None when there is none."""
+    for name in sorted(os.listdir(folder)):
+        if name.startswith(prefix) and name.endswith(".pkl"):
+            with open(os.path.join(folder, name), "rb") as f:
+                return pickle.load(f)
     return None
 
 

@@ -65,3 +65,35 @@ def run_killed_after_epoch(epoch: int, model, dataset, config_file_list, config_
 
     DistributedTraining._save_resume_point = save_then_die
     run_recbole_kd(model, dataset, config_file_list, config_dict)
+
+
+def term_gradients(model, config: KDConfig, batch: dict, sync=None) -> list[dict]:
+    """The gradient of each loss term of ``model`` (a distillation model) on ``batch`` (user,
+    pos, neg tensors), by term: parameter name -> gradient. ``sync`` (a trainer) shares the
+    gradients over ranks."""
+    from recbole.data.interaction import Interaction
+
+    interaction = Interaction({model.USER_ID: batch["user"], model.ITEM_ID: batch["pos"],
+                               model.NEG_ITEM_ID: batch["neg"]})
+    gradients = []
+    for index in range(len(model.loss_names)):
+        model.zero_grad()
+        term = model.calculate_loss(interaction)[index]
+        (term + (sync.gradient_sync(model) if sync else 0.0)).backward()
+        gradients.append({name: p.grad.clone() for name, p in model.named_parameters()
+                          if p.grad is not None})
+    return gradients
+
+
+def gradients_of_rank_share(model_name, dataset, config_file_list, config_dict,
+                            batch_file: str) -> list[dict]:
+    """One step's gradients, each rank on its share of the batch in ``batch_file`` (``shares``:
+    the batch's positions by rank), shared over ranks as training shares them."""
+    config = KDConfig(model_name, dataset, config_file_list, config_dict)
+    run = prepare_run(config)
+    trainer = create_trainer(config, run.model, run.loaders)
+    run.model.on_epoch_start(0)
+    saved = torch.load(batch_file)
+    share = saved["shares"][distributed.rank()]
+    return term_gradients(run.model, config, {k: saved[k][share] for k in ("user", "pos", "neg")},
+                          sync=trainer)

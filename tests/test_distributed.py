@@ -4,15 +4,19 @@ from __future__ import annotations
 
 import glob
 import os
+import subprocess
+import sys
 from functools import partial
 
 import pytest
 import torch
-from conftest import FAST, assert_same, fast
+from conftest import FAST, REPOSITORY, assert_same, fast
 from distributed_helpers import (
     evaluate_weights,
     free_port,
+    gradients_of_rank_share,
     run_killed_after_epoch,
+    term_gradients,
     train_and_gather_weights,
 )
 from recbole.quick_start import load_data_and_model
@@ -114,3 +118,56 @@ def test_a_killed_two_process_run_resumes_to_the_same_end(small_data):
     for role in ("teacher", "student"):
         assert_same(checkpoint_state(resumed[f"{role}_file"]),
                     checkpoint_state(straight[f"{role}_file"]))
+
+
+def user_disjoint_batch(train_dataset, size: int) -> dict:
+    """A batch of ``size`` interactions whose two halves hold different users, negatives drawn
+    at random: (user, pos, neg) and each half's positions."""
+    users = train_dataset.inter_feat[train_dataset.uid_field]
+    items = train_dataset.inter_feat[train_dataset.iid_field]
+    order = torch.argsort(users, stable=True)
+    users, items = users[order], items[order]
+    half = size // 2
+    boundary = int(torch.searchsorted(users, users[half], right=True))  # past the split user
+    picked = torch.cat([torch.arange(half), torch.arange(boundary, boundary + half)])
+    generator = torch.Generator().manual_seed(0)
+    neg = torch.randint(1, train_dataset.item_num, (size,), generator=generator)
+    return {"user": users[picked], "pos": items[picked], "neg": neg,
+            "shares": [torch.arange(half), torch.arange(half, size)]}
+
+
+def test_a_step_over_two_ranks_has_the_gradient_of_the_whole_batch(small_data):
+    """The base loss and RRD, one step on a batch whose ranks' shares hold different users: the
+    gradient shared by DDP equals one process's gradient of the whole batch."""
+    config_dict = {**settings("RRD", small_data), "epochs": 1}
+    config = KDConfig("RRD", "ml-small", config_dict=config_dict)
+    run = prepare_run(config)
+    batch = user_disjoint_batch(run.train_data._dataset, 512)
+    assert not set(batch["user"][:256].tolist()) & set(batch["user"][256:].tolist())
+    torch.save(batch, "batch.pt")
+    run.model.on_epoch_start(0)
+    whole = term_gradients(run.model, config, batch)
+    shared = distributed.spawn(
+        partial(gradients_of_rank_share, batch_file="batch.pt"), 2, -1, "localhost",
+        free_port(), 0, config_dict, args=("RRD", "ml-small", None))
+    assert len(shared) == len(whole) == 2  # the base loss, RRD
+    for term, (got, expected) in enumerate(zip(shared, whole)):
+        assert got.keys() == expected.keys() and expected, term
+        for name in expected:
+            assert expected[name].abs().sum() > 0, (term, name)
+            torch.testing.assert_close(got[name], expected[name], rtol=1e-5, atol=1e-9,
+                                       msg=f"term {term}, {name}")
+
+
+def test_torchrun_launches_the_command_line(small_data, workdir):
+    command = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node=2",
+               f"--master_port={free_port()}", os.path.join(REPOSITORY, "run_recbole_kd.py"),
+               "-m", "RRD", "-d", "ml-small", f"--data_path={small_data}", "--epochs=1",
+               "--state=ERROR", "--show_progress=False", "--teacher_config={'embedding_size': 16}",
+               "--rrd_top_n=50", "--rrd_interesting=5", "--rrd_uninteresting=5"]
+    env = {**os.environ, "PYTHONPATH": REPOSITORY, "OMP_NUM_THREADS": "1"}
+    process = subprocess.run(command, cwd=workdir, env=env, capture_output=True, text=True,
+                             check=False, timeout=300)
+    assert process.returncode == 0, process.stderr[-3000:]
+    names = sorted(os.path.basename(p) for p in glob.glob("saved/RRD-*"))
+    assert len(names) == 3 and [n for n in names if n.endswith("-student.pth")], names
