@@ -8,9 +8,7 @@ same three parts: none of them can see another split's test items.
 from __future__ import annotations
 
 import hashlib
-import math
 import os
-from functools import cache
 from logging import getLogger
 
 import numpy as np
@@ -18,7 +16,7 @@ from recbole.config import Config
 from recbole.data import create_dataset, create_samplers, get_dataloader
 from recbole.utils import init_seed
 
-from recbole_kd import distributed
+from recbole_kd import distributed, sharding
 from recbole_kd.errors import DataFormatError, KDConfigError
 
 
@@ -87,40 +85,12 @@ def make_loaders(config: Config, dataset, parts) -> tuple:
     """Train, valid and test loaders of ``config`` (batch sizes, negative sampling) over ``parts``."""
     train_part, valid_part, test_part = parts
     train_sampler, valid_sampler, test_sampler = create_samplers(config, dataset, parts)
-    train = get_dataloader(config, "train")(config, train_part, train_sampler,
-                                            shuffle=config["shuffle"])
-    with distributed.single_process_view(config):  # RecBole's shards repeat users: not these
+    with distributed.single_process_view(config):  # RecBole's shards are not by user
+        train = get_dataloader(config, "train")(config, train_part, train_sampler,
+                                                shuffle=config["shuffle"])
         valid = get_dataloader(config, "valid")(config, valid_part, valid_sampler, shuffle=False)
         test = get_dataloader(config, "test")(config, test_part, test_sampler, shuffle=False)
     if distributed.is_distributed():
-        valid, test = shard_users(valid), shard_users(test)
+        train = sharding.train_shard(train)
+        valid, test = sharding.evaluation_shard(valid), sharding.evaluation_shard(test)
     return train, valid, test
-
-
-class UserShard:
-    """Loader mixin: an evaluation loader's batches for this rank's block of users, none
-    repeated; the ranks' blocks together hold every user once."""
-
-    positions: np.ndarray  # this rank's users, as positions in the loader's user list
-
-    def __iter__(self):
-        for start in range(0, len(self.positions), self.step):
-            yield self.collate_fn(self.positions[start:start + self.step].tolist())
-
-    def __len__(self) -> int:
-        return math.ceil(len(self.positions) / self.step)
-
-
-@cache
-def _sharded_class(loader_class: type) -> type:
-    return type(f"UserSharded{loader_class.__name__}", (UserShard, loader_class), {})
-
-
-def shard_users(loader):
-    """``loader`` (an evaluation loader) restricted to this rank's users; still an instance of
-    its RecBole class, which RecBole's trainer checks to choose how to evaluate."""
-    sharded = object.__new__(_sharded_class(type(loader)))
-    sharded.__dict__.update(loader.__dict__)
-    blocks = np.array_split(np.arange(loader.sample_size), distributed.world_size())
-    sharded.positions = blocks[distributed.rank()]
-    return sharded

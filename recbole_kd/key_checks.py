@@ -76,6 +76,9 @@ KEY_RULES: dict[str, tuple[Callable[[Any], bool], str]] = {
     "student_config": (_optional_dict, "a dict of the student's overrides, e.g. {embedding_size: 20}"),
     "student_checkpoint": (_optional_str, "a path to a RecBole checkpoint (.pth) or null"),
     "init_std": (_optional(_positive), "a number > 0 (std of the N(0, std) embeddings) or null"),
+    "cdae_negatives": (lambda v: v is None or (isinstance(v, int) and not isinstance(v, bool)
+                                               and v >= 1),
+                       "an integer >= 1 (negatives per training item of a user) or null"),
     "kd_chunk_size": (_positive_int, "a positive int (users scored at once)"),
     "kd_student_alone": (_is_bool, "true or false"),
     "kd_fused_optimizer": (_is_bool, "true or false"),

@@ -97,3 +97,18 @@ def gradients_of_rank_share(model_name, dataset, config_file_list, config_dict,
     share = saved["shares"][distributed.rank()]
     return term_gradients(run.model, config, {k: saved[k][share] for k in ("user", "pos", "neg")},
                           sync=trainer)
+
+
+def train_shard_contents(model, dataset, config_file_list, config_dict) -> list[dict]:
+    """Every rank's training shard: its users, its rows of one epoch and its batches' sizes."""
+    from recbole_kd.sharding import row_users
+
+    config = KDConfig(model, dataset, config_file_list, config_dict)
+    train_data = prepare_run(config).train_data
+    users = row_users(train_data)
+    train_data.set_epoch(1)
+    rows = train_data.epoch_positions()
+    batches = [len(batch) for batch in train_data]
+    return distributed.all_gather_object({"users": set(users[train_data.positions].tolist()),
+                                          "positions": train_data.positions, "rows": rows,
+                                          "batches": batches})

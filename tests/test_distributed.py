@@ -8,6 +8,7 @@ import subprocess
 import sys
 from functools import partial
 
+import numpy as np
 import pytest
 import torch
 from conftest import FAST, REPOSITORY, assert_same, fast
@@ -18,6 +19,7 @@ from distributed_helpers import (
     run_killed_after_epoch,
     term_gradients,
     train_and_gather_weights,
+    train_shard_contents,
 )
 from recbole.quick_start import load_data_and_model
 from recbole.utils import init_seed
@@ -29,6 +31,7 @@ from recbole_kd.config import KDConfig
 from recbole_kd.errors import CheckpointError, TrainingError
 from recbole_kd.key_checks import settings_for
 from recbole_kd.quick_start import prepare_run, run_recbole_kd
+from recbole_kd.sharding import balanced_blocks
 from recbole_kd.trainer.kd_trainer import rank_state
 
 pytestmark = pytest.mark.skipif(not torch.distributed.is_available(),
@@ -171,3 +174,27 @@ def test_torchrun_launches_the_command_line(small_data, workdir):
     assert process.returncode == 0, process.stderr[-3000:]
     names = sorted(os.path.basename(p) for p in glob.glob("saved/RRD-*"))
     assert len(names) == 3 and [n for n in names if n.endswith("-student.pth")], names
+
+
+def test_balanced_blocks_cut_users_into_contiguous_blocks_of_equal_interactions():
+    blocks = balanced_blocks(np.array([5, 1, 1, 1, 1, 1, 5, 5]), 2)
+    assert [b.tolist() for b in blocks] == [[0, 1, 2, 3, 4, 5], [6, 7]]
+    blocks = balanced_blocks(np.ones(10, dtype=int), 3)
+    assert [len(b) for b in blocks] == [4, 3, 3]
+    assert np.concatenate(blocks).tolist() == list(range(10))
+
+
+@pytest.mark.parametrize("ranks", [2, 3])
+def test_each_rank_trains_on_its_own_users_in_equal_steps(small_data, ranks):
+    config_dict = {**settings("RRD", small_data), "train_batch_size": 512}
+    shards = distributed.spawn(train_shard_contents, ranks, -1, "localhost", free_port(), 0,
+                               config_dict, args=("RRD", "ml-small", None))
+    config = KDConfig("RRD", "ml-small", config_dict=config_dict)
+    interactions = len(prepare_run(config).train_data._dataset)
+    assert sum(len(s["positions"]) for s in shards) == interactions
+    assert len(set().union(*(s["users"] for s in shards))) == sum(len(s["users"]) for s in shards)
+    assert len({len(s["rows"]) for s in shards}) == 1  # the same steps on every rank
+    assert all(set(s["rows"].tolist()) == set(s["positions"].tolist()) for s in shards)
+    assert all(len(s["positions"]) <= interactions / ranks * 1.1 for s in shards)
+    assert shards[0]["batches"][0] == 512 // ranks
+    assert len({tuple(s["batches"]) for s in shards}) == 1

@@ -10,7 +10,8 @@ import pytest
 import torch
 from recbole.data.interaction import Interaction
 
-from recbole_kd.errors import BackboneError
+from recbole_kd.errors import BackboneError, KDConfigError
+from recbole_kd.model.row_loss import sampled_negatives, sampled_row_loss
 from recbole_kd.quick_start import run_recbole_kd
 from tests.conftest import build, fast, make_config
 from tests.test_export import STOCK_RELOAD
@@ -78,3 +79,55 @@ def test_score_methods_train_a_cdae_student(small_data, method):
 def test_representation_methods_refuse_cdae_naming_what_it_supports(small_data, method):
     with pytest.raises(BackboneError, match="user-row model.*RRD, BD, RD, CD, DCD"):
         build(make_config(method, small_data, **CDAE_PAIR))
+
+
+def test_sampled_negatives_are_never_interacted_items_drawn_uniformly():
+    rows = torch.zeros(3, 12)
+    rows[0, [1, 2, 3]] = 1.0
+    rows[1, 5] = 1.0
+    rows[2, 1:] = 1.0  # every item: nothing left to draw
+    generator = torch.Generator().manual_seed(0)
+    counts = torch.zeros(12)
+    for _ in range(3000):
+        mask = sampled_negatives(rows, 2, generator)
+        assert not (mask & (rows > 0)).any() and not mask[:, 0].any()
+        assert mask[0].sum() <= 6 and mask[1].sum() <= 2 and mask[2].sum() == 0
+        counts += mask[0]
+    # Six draws with replacement among 8 items: each is drawn at least once with probability
+    # 1 - (7/8)^6 = 0.551.
+    share = counts[4:] / 3000
+    assert torch.allclose(share, torch.full_like(share, 1 - (7 / 8) ** 6), atol=0.04), share
+
+
+def test_sampled_cdae_loss_is_the_bce_over_positives_and_drawn_negatives(small_data):
+    config = make_config("BD", small_data, **CDAE_PAIR, cdae_negatives=3)
+    _, _, _, model = build(config)
+    cdae = model.student.eval()  # no dropout: the hand computation sees the same logits
+    assert cdae.calculate_loss.func is sampled_row_loss
+    users = torch.tensor([1, 5, 9])
+    torch.manual_seed(4)
+    got = cdae.calculate_loss(Interaction({cdae.USER_ID: users}))
+    torch.manual_seed(4)
+    rows = cdae.get_rating_matrix(users)
+    mask = (rows > 0) | sampled_negatives(rows, 3)
+    assert (mask & (rows <= 0)).sum(dim=1).tolist() <= (3 * (rows > 0).sum(dim=1)).tolist()
+    p = torch.sigmoid(cdae.forward(rows, users))
+    bce = -(rows * torch.log(p) + (1 - rows) * torch.log(1 - p))
+    expected = bce[mask].sum() + cdae.reg_weight_2 * (
+        cdae.h_user.weight.norm() + cdae.h_item.weight.norm())
+    assert cdae.reg_weight_1 == 0
+    torch.testing.assert_close(got, expected, rtol=1e-5, atol=1e-4)
+    assert got < cdae.__class__.calculate_loss(cdae, Interaction({cdae.USER_ID: users}))
+
+
+def test_cdae_negatives_reach_every_cdae_the_runner_trains(small_data, workdir):
+    result = run_recbole_kd("CDAE", config_dict={**fast("BD"), "data_path": small_data,
+                                                 "embedding_size": 8, "cdae_negatives": 5})
+    plain = run_recbole_kd("CDAE", config_dict={**fast("BD"), "data_path": small_data,
+                                                "embedding_size": 8})
+    assert result["test_result"] != plain["test_result"]
+    _, _, _, model = build(make_config("BD", small_data, **CDAE_PAIR, cdae_negatives=5))
+    for role in ("teacher", "student"):
+        assert getattr(model, role).calculate_loss.func is sampled_row_loss
+    with pytest.raises(KDConfigError, match="'cdae_negatives' = 0 is invalid"):
+        make_config("BD", small_data, **CDAE_PAIR, cdae_negatives=0)

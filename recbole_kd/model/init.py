@@ -13,6 +13,7 @@ from __future__ import annotations
 from torch import nn
 
 from recbole_kd.errors import KDConfigError
+from recbole_kd.model.row_loss import use_sampled_loss
 
 KEY = "init_std"
 
@@ -29,12 +30,14 @@ def check_init_std(value) -> None:
 
 
 def initialise(model: nn.Module, config) -> nn.Module:
-    """Redraw every embedding table of ``model`` from N(0, ``config[init_std]``), in place.
+    """Redraw every embedding table of ``model`` from N(0, ``config[init_std]``), in place; a
+    CDAE built with ``cdae_negatives`` gets its sampled loss (:mod:`recbole_kd.model.row_loss`).
 
     Called right after the model is built, from the global generator that built it, so that two
     models built from the same seed in the same order (the student alone, the distilled student)
     start from the same weights. Other layers (NeuMF's MLP) keep their model's initialisation.
     """
+    use_sampled_loss(model, config)
     std = config[KEY]
     check_init_std(std)
     if std is None:

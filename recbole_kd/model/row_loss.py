@@ -1,0 +1,82 @@
+"""CDAE's own loss with sampled negatives, as the BD authors' CDAE notebook trains it.
+
+RecBole's CDAE sums a binary cross-entropy over every item of a user's row. The BD reference
+notebook sums it over the user's training items and over ``cdae_negatives`` × |I_u| items drawn
+uniformly, with replacement, from the items the user has not interacted with in training; an
+item drawn twice counts once. (The notebook also leaves the user's validation and test items
+out of the draw: that reads held-out data and is not reproduced.) The reduction is RecBole's
+and the notebook's: a sum over the batch, plus RecBole's regularisation terms (``reg_weight_1``,
+``reg_weight_2``; set both to 0 for the notebook, which uses the optimizer's weight decay).
+
+``cdae_negatives`` is read from the config a model is built with, so it reaches every CDAE the
+runner builds: models trained alone, the distilled student and BD's two models. The model stays
+RecBole's CDAE: its checkpoints load in stock RecBole.
+"""
+
+from __future__ import annotations
+
+from functools import partial
+
+import torch
+from recbole.model.general_recommender import CDAE
+from torch import Tensor
+from torch.nn import functional as F
+
+from recbole_kd.errors import KDConfigError
+
+KEY = "cdae_negatives"
+
+
+def check_cdae_negatives(value) -> None:
+    """``cdae_negatives`` must be null (RecBole's full-row loss) or a positive integer."""
+    if value is None:
+        return
+    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+        raise KDConfigError(
+            f"Config key '{KEY}' = {value!r} is invalid: expected an integer >= 1 (negatives "
+            "drawn per training item of a user) or null (RecBole's loss over the whole row).")
+
+
+def sampled_negatives(rows: Tensor, ratio: int, generator: torch.Generator | None = None) -> Tensor:
+    """For users' training rows ``rows`` [U, n_items] (> 0 where interacted; column 0 is the
+    padding item), a mask [U, n_items] of ``ratio`` × |I_u| items per user drawn uniformly with
+    replacement from the items the user has not interacted with (duplicates marked once)."""
+    candidates = (rows <= 0).float()
+    candidates[:, 0] = 0.0  # the padding item is never an item
+    counts = ratio * (rows > 0).sum(dim=1)
+    empty = candidates.sum(dim=1) == 0  # a user who has interacted with every item
+    counts[empty] = 0
+    candidates[empty, 0] = 1.0  # any weight: nothing is kept for these users
+    mask = torch.zeros_like(rows, dtype=torch.bool)
+    most = int(counts.max()) if len(counts) else 0
+    if most == 0:
+        return mask
+    drawn = torch.multinomial(candidates, most, replacement=True, generator=generator)
+    kept = torch.arange(most, device=rows.device) < counts.unsqueeze(1)
+    user = torch.arange(len(rows), device=rows.device).unsqueeze(1).expand_as(drawn)
+    mask[user[kept], drawn[kept]] = True
+    return mask
+
+
+def sampled_row_loss(model: CDAE, interaction, ratio: int) -> Tensor:
+    """CDAE's loss over each user's training items and its sampled negatives (see the module)."""
+    users = interaction[model.USER_ID]
+    rows = model.get_rating_matrix(users)
+    logits = model.forward(rows, users)
+    mask = (rows > 0) | sampled_negatives(rows, ratio)
+    loss = F.binary_cross_entropy_with_logits(logits[mask], rows[mask], reduction="sum")
+    loss = loss + model.reg_weight_1 * (model.h_user.weight.norm(p=1)
+                                        + model.h_item.weight.norm(p=1))
+    return loss + model.reg_weight_2 * (model.h_user.weight.norm() + model.h_item.weight.norm())
+
+
+def use_sampled_loss(model, config) -> None:
+    """Give a CDAE built with ``cdae_negatives`` set the sampled loss; other models are left
+    as they are."""
+    ratio = config[KEY]
+    check_cdae_negatives(ratio)
+    if ratio is not None and isinstance(model, CDAE):
+        if model.loss_type != "BCE":
+            raise KDConfigError(f"Config key '{KEY}' needs CDAE's loss_type BCE, not "
+                                f"{model.loss_type}: unset one of them.")
+        model.calculate_loss = partial(sampled_row_loss, model, ratio=ratio)
