@@ -158,7 +158,9 @@ def test_a_step_over_two_ranks_has_the_gradient_of_the_whole_batch(small_data):
         assert got.keys() == expected.keys() and expected, term
         for name in expected:
             assert expected[name].abs().sum() > 0, (term, name)
-            torch.testing.assert_close(got[name], expected[name], rtol=1e-5, atol=1e-9,
+            # float32 sums in another order: entries near zero differ by rounding of the largest
+            scale = float(expected[name].abs().max())
+            torch.testing.assert_close(got[name], expected[name], rtol=1e-5, atol=1e-6 * scale,
                                        msg=f"term {term}, {name}")
 
 
