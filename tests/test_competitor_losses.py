@@ -156,6 +156,21 @@ def test_weighted_positions_draw_without_replacement_and_refuse_zero_rows() -> N
         weighted_positions(torch.zeros(2, 4), 2, _gen(7))
 
 
+def test_weighted_positions_of_positive_weights_follow_successive_draws() -> None:
+    """Ordered pairs with the probabilities of two successive draws without replacement,
+    w_i * w_j / (1 - w_i)."""
+    w = torch.tensor([0.4, 0.3, 0.2, 0.1])
+    draws = weighted_positions(w.repeat(40000, 1), 2, _gen(9))
+    assert (draws[:, 0] != draws[:, 1]).all()
+    pairs = torch.bincount(draws[:, 0] * 4 + draws[:, 1], minlength=16)
+    exact = torch.tensor([0.0 if i == j else float(w[i] * w[j] / (1 - w[i]))
+                          for i in range(4) for j in range(4)])
+    check_frequencies(pairs, len(draws), exact)
+    # The same generator state gives the same draws (checkpoints restore it).
+    assert torch.equal(weighted_positions(w.repeat(5, 1), 3, _gen(10)),
+                       weighted_positions(w.repeat(5, 1), 3, _gen(10)))
+
+
 def test_top_users_per_item_matches_a_slow_reference() -> None:
     n_users, n_items, n = 11, 7, 3
     csr = random_positives(n_users, n_items, most=2, seed=8)
