@@ -15,6 +15,7 @@ params file among properties/hyper.
 from __future__ import annotations
 
 import argparse
+import re
 import sys
 
 from recbole_kd.errors import KDConfigError, user_errors
@@ -38,7 +39,8 @@ def parser() -> argparse.ArgumentParser:
     parser.add_argument("--compare", action="store_true", help="baselines and KD side by side")
     parser.add_argument("--seeds", type=int, default=1, help="--compare: seeds (mean ± std)")
     parser.add_argument("--baselines", type=str, default=",".join(compare.DEFAULT_BASELINES),
-                        help="--compare: RecBole baselines besides the pair's two models")
+                        help="--compare: RecBole baselines besides the pair's two models, "
+                             "separated by commas")
     parser.add_argument("--methods", type=str, default=",".join(compare.DEFAULT_METHODS),
                         help="--compare: distillation methods")
     parser.add_argument("--results", type=str, default=compare.DEFAULT_RESULTS,
@@ -70,12 +72,16 @@ def key_value_args(tokens: list[str]) -> dict[str, str]:
     return parse_settings([token[2:] for token in tokens])
 
 
+def names(listed: str) -> list[str]:
+    """Model names separated by commas or spaces ("RRD,BD" or "RRD BD")."""
+    return [name for name in re.split(r"[,\s]+", listed) if name]
+
+
 def run_compare(args, config_files, settings: dict) -> None:
     pair = config_files[0] if config_files else pair_file("bpr200-bpr20")
     table = compare.compare(
         args.dataset, pair, seeds=args.seeds,
-        baselines=[b for b in args.baselines.split(",") if b],
-        methods=[m for m in args.methods.split(",") if m],
+        baselines=names(args.baselines), methods=names(args.methods),
         config_files=config_files[1:] if config_files else None,
         results_dir=args.results, settings=settings, tune=args.tune,
     )

@@ -74,3 +74,13 @@ def test_runs_started_in_the_same_second_get_their_own_files(small_data, monkeyp
     second = run_recbole_kd("BPR", config_dict=config)
     assert first["saved_model_file"] != second["saved_model_file"]
     assert os.path.isfile(first["saved_model_file"]) and os.path.isfile(second["saved_model_file"])
+
+
+def test_compare_names_are_separated_by_commas_or_spaces():
+    sys.path.insert(0, REPOSITORY)
+    try:
+        from run_recbole_kd import names
+    finally:
+        sys.path.remove(REPOSITORY)
+    assert names("RD,CD") == names("RD CD") == names(" RD, CD ") == ["RD", "CD"]
+    assert names("") == []
