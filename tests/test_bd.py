@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import re
 
 import pytest
 import torch
@@ -369,11 +370,18 @@ def test_bd_optimizers_take_each_role_s_learning_rate_and_weight_decay(small_dat
 # ----- BDTrainer's evaluation and its loop -----------------------------------------------------
 
 
-def scripted_evaluation(monkeypatch, trainer, scores: dict[str, list[float]]) -> None:
-    """``evaluate_role`` returns the next of ``scores[role]`` as the validation metric."""
+def scripted_evaluation(monkeypatch, trainer, scores: dict[str, list[float]]) -> list[bool]:
+    """``evaluate_role`` returns the next of ``scores[role]`` as the validation metric; the
+    list returned receives the ``show_progress`` of each call."""
     left = {role: list(values) for role, values in scores.items()}
-    monkeypatch.setattr(trainer, "evaluate_role", lambda data, role, show_progress=False:
-                        {trainer.valid_metric: left[role].pop(0), "role": role})
+    shown = []
+
+    def evaluate_role(data, role, show_progress=False):
+        shown.append(show_progress)
+        return {trainer.valid_metric: left[role].pop(0), "role": role}
+
+    monkeypatch.setattr(trainer, "evaluate_role", evaluate_role)
+    return shown
 
 
 @pytest.mark.parametrize("bigger", [True, False])
@@ -404,6 +412,8 @@ def test_bd_validation_tracks_each_model_s_best_and_stops_when_both_stall(small_
         # Only a verbose validation logs each model's evaluation.
         assert ("epoch 4 evaluating teacher" in logged) is (epoch == 4), logged
         assert ("epoch 4 evaluating student" in logged) is (epoch == 4), logged
+        if epoch == 4:  # the scripted evaluation takes no time
+            assert float(re.search(r"time: ([0-9.]+)s", logged).group(1)) < 0.5, logged
     assert outcomes == [(True, False), (True, False), (True, False), (False, False),
                         (False, True)]
     best = {"teacher": 1, "student": 2}
@@ -423,8 +433,9 @@ def test_bd_validation_tracks_each_model_s_best_and_stops_when_both_stall(small_
         name = next(iter(getattr(model, role).state_dict()))
         assert (state[f"{role}.{name}"] == epoch).all()
     # Evaluating with the best models puts each one's best weights back.
-    scripted_evaluation(monkeypatch, trainer, {"teacher": [0.5], "student": [0.6]})
+    shown = scripted_evaluation(monkeypatch, trainer, {"teacher": [0.5], "student": [0.6]})
     assert trainer.evaluate(None)["role"] == "student"
+    assert shown == [False, False]  # no progress bar unless asked
     for role, epoch in best.items():
         assert (first[role] == epoch).all()
 
@@ -437,8 +448,9 @@ def test_bd_without_a_best_model_keeps_the_current_weights(small_data, monkeypat
     for role in trainer.ROLES:
         for name, value in current[role].items():
             assert torch.equal(state[f"{role}.{name}"], value)
-    scripted_evaluation(monkeypatch, trainer, {"teacher": [0.5], "student": [0.6]})
+    shown = scripted_evaluation(monkeypatch, trainer, {"teacher": [0.5], "student": [0.6]})
     results = trainer.evaluate_roles(None)
+    assert shown == [False, False]  # no progress bar unless asked
     assert {r: results[r]["role"] for r in results} == {"teacher": "teacher", "student": "student"}
     for role in trainer.ROLES:
         assert not changed(getattr(model, role), current[role])
