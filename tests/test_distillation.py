@@ -252,7 +252,8 @@ def test_a_single_loss_is_checked_under_its_name():
         check_finite(torch.tensor(float("nan")), ["bpr_loss"])
 
 
-def test_kd_epoch_starts_the_distillers_epoch_and_returns_each_term(small_data, monkeypatch):
+def test_kd_epoch_starts_the_distillers_epoch_and_returns_each_term(small_data, monkeypatch,
+                                                                    capsys):
     trainer, batch = kd_trainer("DE", small_data, de_anneal_epochs=4)
     model = trainer.model
     terms, losses = [], model.calculate_loss
@@ -263,6 +264,7 @@ def test_kd_epoch_starts_the_distillers_epoch_and_returns_each_term(small_data, 
     assert len(totals) == 2
     for got, first, second in zip(totals, *terms):
         assert got == pytest.approx(first.item() + second.item(), rel=1e-6)
+    assert capsys.readouterr().err == ""  # no progress bar unless asked
 
 
 def plain(text: str) -> str:

@@ -154,8 +154,10 @@ def test_kill_during_a_save_keeps_the_previous_checkpoint(workdir, monkeypatch):
 def de_trainer(small_data):
     config = make_config("DE", small_data)
     init_logger(config)
-    train_data, _, _, model = build(config)
-    return trainer_for(config, model), train_data
+    train_data, valid_data, _, model = build(config)
+    trainer = trainer_for(config, model)
+    trainer.valid_data = valid_data
+    return trainer, train_data
 
 
 def draws(train_data) -> list:
@@ -218,15 +220,22 @@ def test_best_model_checkpoint_holds_the_current_weights(small_data, caplog):
     assert "Saving" not in caplog.text
     assert torch.load("other.pth", weights_only=False)["epoch"] == 8
     assert torch.load(trainer.saved_model_file, weights_only=False)["epoch"] == 7
+    # Evaluation takes the best model back from that checkpoint unless told not to.
+    expected = trainer.evaluate(trainer.valid_data, load_best_model=False)
+    with torch.no_grad():
+        for parameter in trainer.model.student.parameters():
+            parameter.zero_()
+    assert trainer.evaluate_roles(trainer.valid_data) == {"student": expected}
 
 
 @pytest.mark.parametrize("saved", [True, False])
-def test_each_validation_writes_a_resume_point_then_calls_back(small_data, saved):
+def test_each_validation_writes_a_resume_point_then_calls_back(small_data, saved, caplog):
     trainer, train_data = de_trainer(small_data)
-    _, valid_data, _, _ = build(trainer.config)
     called = []
-    trainer.fit(train_data, valid_data, saved=saved,
-                callback_fn=lambda epoch, score: called.append((epoch, score)))
+    with caplog.at_level(logging.INFO):
+        trainer.fit(train_data, trainer.valid_data, saved=saved,
+                    callback_fn=lambda epoch, score: called.append((epoch, score)))
+    assert "epoch 0 training" in caplog.text  # verbose unless told otherwise
     assert called == [(0, trainer.best_valid_score)]
     assert os.path.isfile(trainer.resume_file) is saved
     if saved:
