@@ -438,6 +438,13 @@ def test_bd_validation_tracks_each_model_s_best_and_stops_when_both_stall(small_
     assert shown == [False, False]  # no progress bar unless asked
     for role, epoch in best.items():
         assert (first[role] == epoch).all()
+    with torch.no_grad():
+        for parameter in first.values():
+            parameter.fill_(9)
+    scripted_evaluation(monkeypatch, trainer, {"teacher": [0.5], "student": [0.6]})
+    trainer.evaluate_roles(None)
+    for role, epoch in best.items():
+        assert (first[role] == epoch).all()
 
 
 def test_bd_without_a_best_model_keeps_the_current_weights(small_data, monkeypatch):
@@ -463,8 +470,8 @@ def test_bd_without_a_best_model_keeps_the_current_weights(small_data, monkeypat
     (1, False, True, None, []),
     (2, True, False, None, [1, 3]),
 ])
-def test_bd_fit_validates_saves_and_stops_on_schedule(small_data, monkeypatch, eval_step, valid,
-                                                      saved, stop_at, validated):
+def test_bd_fit_validates_saves_and_stops_on_schedule(small_data, monkeypatch, caplog, eval_step,
+                                                      valid, saved, stop_at, validated):
     config = make_config("BD", small_data, epochs=5, eval_step=eval_step)
     init_logger(config)
     train_data, valid_data, _, model = build(config)
@@ -478,8 +485,14 @@ def test_bd_fit_validates_saves_and_stops_on_schedule(small_data, monkeypatch, e
                         lambda epoch, verbose=True: best_saved.append(epoch))
     monkeypatch.setattr(trainer, "_save_resume_point", resume_saved.append)
     trainer.tracks["student"].best_score, trainer.tracks["student"].best_result = 0.7, {"a": 1}
-    result = trainer.fit(train_data, valid_data if valid else None, saved=saved,
-                         callback_fn=lambda epoch, score: called.append((epoch, score)))
+    trainer.tracks["teacher"].best_epoch, trainer.tracks["student"].best_epoch = 1, 2
+    with caplog.at_level(logging.INFO):
+        result = trainer.fit(train_data, valid_data if valid else None, saved=saved,
+                             callback_fn=lambda epoch, score: called.append((epoch, score)))
+    # Verbose unless told otherwise: each epoch's losses, and the best epochs when it stops.
+    assert "epoch 0 training" in caplog.text
+    assert ("Finished BD: best teacher at epoch 1, best student at epoch 2" in caplog.text) is (
+        stop_at is not None)
     assert result == (0.7, {"a": 1})
     assert (trainer.best_valid_score, trainer.best_valid_result) == result
     assert trained == list(range(5 if stop_at is None else stop_at + 1))
