@@ -165,8 +165,9 @@ def bce(logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
 
 @pytest.mark.parametrize("role", ["teacher", "student"])
 def test_bd_losses_equal_their_formula(small_data, role):
+    # A small tau, so that the targets are far from 1/2 and the loss depends on them.
     trainer, interaction = bd_trainer(small_data, bd_weight_teacher=0.3, bd_weight_student=0.7,
-                                      bd_tau=2.0, bd_items_per_positive=2)
+                                      bd_tau=0.1, bd_items_per_positive=2)
     model = trainer.model
     batch = model.draw(interaction)
     base, bd = model.losses(role, batch)
@@ -176,10 +177,10 @@ def test_bd_losses_equal_their_formula(small_data, role):
     assert items.shape == (len(batch.user), 2)
     with torch.no_grad():
         scores = net.score(batch.user, items)
-        targets = torch.sigmoid(other.score(batch.user, items).double() / 2.0)
+        targets = torch.sigmoid(other.score(batch.user, items).double() / 0.1)
         expected = {"teacher": 0.3, "student": 0.7}[role] * bce(scores, targets).sum()
         own = net.base_loss(batch.user, batch.pos, batch.neg)
-    torch.testing.assert_close(bd.double(), expected / len(batch.user), rtol=1e-5, atol=0)
+    torch.testing.assert_close(bd.double(), expected / len(batch.user), rtol=1e-6, atol=0)
     torch.testing.assert_close(base, own, rtol=1e-5, atol=0)
 
 
@@ -234,10 +235,22 @@ def test_bd_rank_refresh_keeps_the_mode_and_sends_no_gradient(small_data, traini
     assert model.training is training and model.teacher.training is training
 
 
-def test_bd_rank_refresh_leaves_no_cached_embeddings(small_data):
+def test_bd_rank_refresh_ranks_without_cached_embeddings_and_leaves_none(small_data,
+                                                                         monkeypatch):
     trainer, _ = bd_trainer(small_data, **pair_overrides("LightGCN", "LightGCN"))
     model = trainer.model
+    for role in trainer.ROLES:  # vectors cached by an earlier scoring, maybe of older weights
+        getattr(model, f"{role}_net").all_item_scores(torch.arange(3))
+        assert getattr(model, role).restore_user_e is not None
+    seen, refresh = [], model.sampler.refresh
+
+    def refresh_seeing_the_caches(*args, **kwargs):
+        seen.append([getattr(model, role).restore_user_e is None for role in trainer.ROLES])
+        return refresh(*args, **kwargs)
+
+    monkeypatch.setattr(model.sampler, "refresh", refresh_seeing_the_caches)
     model.refresh_ranks()  # LightGCN caches all users' and items' vectors while ranking
+    assert seen == [[True, True]]  # the ranks come from the current weights
     for role in trainer.ROLES:
         assert getattr(model, role).restore_user_e is None, role
         assert getattr(model, role).restore_item_e is None, role
