@@ -478,6 +478,7 @@ def test_bd_without_a_best_model_keeps_the_current_weights(small_data, monkeypat
 
 @pytest.mark.parametrize("eval_step,valid,saved,stop_at,validated", [
     (2, True, True, None, [1, 3]),
+    (3, True, True, None, [2]),
     (1, True, True, 2, [0, 1, 2]),
     (0, True, True, None, []),
     (1, False, True, None, []),
