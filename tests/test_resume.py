@@ -3,18 +3,22 @@
 from __future__ import annotations
 
 import glob
+import logging
 import os
+import random
 import signal
 import subprocess
 import sys
 
+import numpy as np
 import pytest
 import torch
+from recbole.utils import init_logger
 
 from recbole_kd.key_checks import settings_for
 from recbole_kd.quick_start import run_recbole_kd
 from recbole_kd.trainer import KDTrainer
-from tests.conftest import REPOSITORY, assert_same, fast
+from tests.conftest import REPOSITORY, assert_same, build, fast, make_config, trainer_for
 
 # Warm-ups of one epoch, so that every run of a test shares the cached models trained alone.
 SETTINGS = {"epochs": 4, "stopping_step": 100, "bd_update_epochs": 3,
@@ -145,3 +149,94 @@ def test_kill_during_a_save_keeps_the_previous_checkpoint(workdir, monkeypatch):
         checkpoint.atomic_save({"epoch": 2}, path)
     monkeypatch.undo()
     assert torch.load(path, weights_only=False) == {"epoch": 1}
+
+
+def de_trainer(small_data):
+    config = make_config("DE", small_data)
+    init_logger(config)
+    train_data, valid_data, _, model = build(config)
+    trainer = trainer_for(config, model)
+    trainer.valid_data = valid_data
+    return trainer, train_data
+
+
+def draws(train_data) -> list:
+    """A draw from each random stream a run uses."""
+    return [torch.rand(3).tolist(), np.random.rand(3).tolist(), random.random(),
+            torch.randint(0, 10**6, (3,), generator=train_data.generator).tolist()]
+
+
+def test_rng_state_brings_back_every_random_stream(small_data):
+    trainer, train_data = de_trainer(small_data)
+    assert "loader" not in trainer.rng_state()  # no loader known yet
+    trainer._restore_rng(train_data)  # nothing pending: the streams go on as they are
+    state = trainer.rng_state()
+    assert set(state) >= {"torch", "numpy", "python", "loader"}
+    assert ("cuda" in state) is torch.cuda.is_available()
+    first = draws(train_data)
+    trainer._restore_rng(train_data)
+    assert draws(train_data) != first
+    trainer._pending_rng = state
+    trainer._restore_rng(train_data)
+    assert trainer._pending_rng is None
+    assert draws(train_data) == first
+
+
+def test_resume_point_holds_what_resume_from_restores(small_data):
+    trainer, train_data = de_trainer(small_data)
+    trainer.model.on_epoch_start(0)
+    trainer._train_epoch([next(iter(train_data))], 0)  # the optimizer has a state
+    trainer.cur_step, trainer.best_valid_score, trainer.best_valid_result = 3, 0.25, {"m": 1}
+    trainer._restore_rng(train_data)
+    trainer._save_resume_point(4)
+    root, ext = os.path.splitext(trainer.saved_model_file)
+    assert trainer.resume_file == f"{root}-last{ext}" and os.path.isfile(trainer.resume_file)
+
+    resumed, _ = de_trainer(small_data)
+    resumed.saved_model_file = "elsewhere.pth"
+    resumed.resume_checkpoint(trainer.resume_file)
+    assert (resumed.start_epoch, resumed.cur_step, resumed.best_valid_score) == (5, 3, 0.25)
+    assert resumed.best_valid_result == {"m": 1}
+    assert resumed.saved_model_file == trainer.saved_model_file
+    assert_same(resumed.model.state_dict(), trainer.model.state_dict())
+    assert_same(resumed.optimizer.state_dict(), trainer.optimizer.state_dict())
+    assert_same(resumed._pending_rng, torch.load(trainer.resume_file,
+                                                 weights_only=False)["rng"])
+
+
+def test_best_model_checkpoint_holds_the_current_weights(small_data, caplog):
+    trainer, _ = de_trainer(small_data)
+    trainer.cur_step, trainer.best_valid_score = 2, 0.5
+    with caplog.at_level(logging.INFO):
+        trainer._save_checkpoint(7)
+    assert f"Saving current: {trainer.saved_model_file}" in caplog.text
+    saved = torch.load(trainer.saved_model_file, weights_only=False)
+    assert (saved["epoch"], saved["cur_step"], saved["best_valid_score"]) == (7, 2, 0.5)
+    assert_same(saved["state_dict"], trainer.model.state_dict())
+    assert_same(saved["optimizer"], trainer.optimizer.state_dict())
+    caplog.clear()
+    with caplog.at_level(logging.INFO):
+        trainer._save_checkpoint(8, verbose=False, saved_model_file="other.pth")
+    assert "Saving" not in caplog.text
+    assert torch.load("other.pth", weights_only=False)["epoch"] == 8
+    assert torch.load(trainer.saved_model_file, weights_only=False)["epoch"] == 7
+    # Evaluation takes the best model back from that checkpoint unless told not to.
+    expected = trainer.evaluate(trainer.valid_data, load_best_model=False)
+    with torch.no_grad():
+        for parameter in trainer.model.student.parameters():
+            parameter.zero_()
+    assert trainer.evaluate_roles(trainer.valid_data) == {"student": expected}
+
+
+@pytest.mark.parametrize("saved", [True, False])
+def test_each_validation_writes_a_resume_point_then_calls_back(small_data, saved, caplog):
+    trainer, train_data = de_trainer(small_data)
+    called = []
+    with caplog.at_level(logging.INFO):
+        trainer.fit(train_data, trainer.valid_data, saved=saved,
+                    callback_fn=lambda epoch, score: called.append((epoch, score)))
+    assert "epoch 0 training" in caplog.text  # verbose unless told otherwise
+    assert called == [(0, trainer.best_valid_score)]
+    assert os.path.isfile(trainer.resume_file) is saved
+    if saved:
+        assert torch.load(trainer.resume_file, weights_only=False)["epoch"] == 0
