@@ -15,9 +15,11 @@ import pytest
 import torch
 from recbole.utils import init_logger
 
+from recbole_kd.errors import CheckpointError
 from recbole_kd.key_checks import settings_for
 from recbole_kd.quick_start import run_recbole_kd
 from recbole_kd.trainer import KDTrainer
+from recbole_kd.trainer.kd_trainer import rank_state
 from tests.conftest import REPOSITORY, assert_same, build, fast, make_config, trainer_for
 
 # Warm-ups of one epoch, so that every run of a test shares the cached models trained alone.
@@ -104,6 +106,7 @@ import recbole_kd
 print(recbole_kd.__file__, flush=True)
 from recbole_kd.quick_start import run_recbole_kd
 from recbole_kd.trainer import KDTrainer
+from recbole_kd.trainer.kd_trainer import rank_state
 save = KDTrainer._save_resume_point
 def save_then_die(self, epoch_idx):
     save(self, epoch_idx)
@@ -240,3 +243,10 @@ def test_each_validation_writes_a_resume_point_then_calls_back(small_data, saved
     assert os.path.isfile(trainer.resume_file) is saved
     if saved:
         assert torch.load(trainer.resume_file, weights_only=False)["epoch"] == 0
+
+
+def test_resume_point_rng_state_by_rank_refuses_another_number_of_processes():
+    two_ranks = {"by_rank": {"rng": [{"torch": 1}, {"torch": 2}], "extra_state": [{}, {}]}}
+    with pytest.raises(CheckpointError, match="run of 2 process.*this run has 1"):
+        rank_state(two_ranks, "RRD-last.pth")
+    assert rank_state({"rng": {"torch": 3}}, "RRD-last.pth") == ({"torch": 3}, {})
