@@ -9,6 +9,7 @@ one expert per entity), since its cost differs by an order of magnitude between 
 
     python benchmarks/speed.py [--epochs 4] [--min-seconds 3] [--datasets ml-100k citeulike-t]
         [--users-dat ../shared/data/citeulike-t/users.dat] [--set key=value ...]
+        [--runs RD CD DCD HTD]    # only these rows (and the two models alone)
 """
 
 from __future__ import annotations
@@ -40,6 +41,10 @@ RUNS = [
     ("DERRD (tau = 1)", "DERRD", {"de_tau_start": 1.0, "de_tau_end": 1.0}),
     ("DERRD (tau -> 0)", "DERRD", {"de_tau_start": 1e-10, "de_tau_end": 1e-10}),
     ("BD", "BD", {}),
+    ("RD", "RD", {}),
+    ("CD", "CD", {}),
+    ("DCD", "DCD", {}),
+    ("HTD", "HTD", {}),
 ]
 
 
@@ -110,6 +115,8 @@ def main() -> None:
     parser.add_argument("--datasets", nargs="+", default=["ml-100k", "citeulike-t"])
     parser.add_argument("--users-dat", default=DEFAULT_USERS_DAT)
     parser.add_argument("--set", nargs="*", default=[], help="key=value settings for every run")
+    parser.add_argument("--runs", nargs="*", default=None,
+                        help="rows to measure (default: all); the two models alone always run")
     parser.add_argument("--worker", help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.worker:
@@ -130,6 +137,8 @@ def main() -> None:
         student_file = os.path.join(workdir, f"{dataset}-student.pth")
         rows = {}
         for row, model, settings in RUNS:
+            if args.runs is not None and row not in args.runs and not row.endswith("alone"):
+                continue
             config = {**base, **data, **settings, "teacher_checkpoint": teacher_file,
                       "student_checkpoint": student_file}
             spec = {"model": model, "dataset": dataset, "config": config,
