@@ -24,6 +24,7 @@ import sys
 import tempfile
 import time
 
+from recbole_kd.key_checks import settings_for
 from recbole_kd.properties import parse_settings
 
 HERE = os.path.dirname(os.path.abspath(__file__))
@@ -139,8 +140,10 @@ def main() -> None:
         for row, model, settings in RUNS:
             if args.runs is not None and row not in args.runs and not row.endswith("alone"):
                 continue
-            config = {**base, **data, **settings, "teacher_checkpoint": teacher_file,
-                      "student_checkpoint": student_file}
+            # Each run takes the checkpoints its model accepts (BD both, the others the teacher).
+            checkpoints = settings_for(model, {"teacher_checkpoint": teacher_file,
+                                               "student_checkpoint": student_file})
+            config = {**base, **data, **settings, **checkpoints}
             spec = {"model": model, "dataset": dataset, "config": config,
                     "min_seconds": args.min_seconds}
             if row.endswith("alone"):
