@@ -15,6 +15,7 @@ import pytest
 import torch
 from recbole.utils import init_logger
 
+from recbole_kd import distributed
 from recbole_kd.errors import CheckpointError
 from recbole_kd.key_checks import settings_for
 from recbole_kd.quick_start import run_recbole_kd
@@ -245,8 +246,11 @@ def test_each_validation_writes_a_resume_point_then_calls_back(small_data, saved
         assert torch.load(trainer.resume_file, weights_only=False)["epoch"] == 0
 
 
-def test_resume_point_rng_state_by_rank_refuses_another_number_of_processes():
+def test_resume_point_rng_state_by_rank_refuses_another_number_of_processes(monkeypatch):
     two_ranks = {"by_rank": {"rng": [{"torch": 1}, {"torch": 2}], "extra_state": [{}, {}]}}
     with pytest.raises(CheckpointError, match="run of 2 process.*this run has 1"):
         rank_state(two_ranks, "RRD-last.pth")
     assert rank_state({"rng": {"torch": 3}}, "RRD-last.pth") == ({"torch": 3}, {})
+    monkeypatch.setattr(distributed, "world_size", lambda: 2)  # a one-process point, two ranks
+    with pytest.raises(CheckpointError, match="run of 1 process.*this run has 2"):
+        rank_state({"rng": {"torch": 3}}, "RRD-last.pth")
