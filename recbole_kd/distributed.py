@@ -80,6 +80,13 @@ def init_process(config_dict: dict) -> None:
                 init_method=f"tcp://{config_dict['ip']}:{config_dict['port']}",
             )
     config_dict["single_spec"] = False
+    # RecBole makes its folders by a check then makedirs, which ranks sharing a folder can race
+    # on: each machine's first rank makes them while the others wait.
+    if local_rank == 0:
+        for folder in (os.path.join("log", str(config_dict.get("model"))), "log_tensorboard",
+                       config_dict.get("checkpoint_dir") or "saved"):
+            os.makedirs(folder, exist_ok=True)
+    barrier()
     if rank() != 0:  # RecBole's quieting of the other ranks
         config_dict.update(state="error", show_progress=False, verbose=False)
 
