@@ -75,10 +75,6 @@ KEY_RULES: dict[str, tuple[Callable[[Any], bool], str]] = {
     "student_model": (_is_str, "a RecBole general model name"),
     "student_config": (_optional_dict, "a dict of the student's overrides, e.g. {embedding_size: 20}"),
     "student_checkpoint": (_optional_str, "a path to a RecBole checkpoint (.pth) or null"),
-    "init_std": (_optional(_positive), "a number > 0 (std of the N(0, std) embeddings) or null"),
-    "cdae_negatives": (lambda v: v is None or (isinstance(v, int) and not isinstance(v, bool)
-                                               and v >= 1),
-                       "an integer >= 1 (negatives per training item of a user) or null"),
     "kd_chunk_size": (_positive_int, "a positive int (users scored at once)"),
     "kd_student_alone": (_is_bool, "true or false"),
     "kd_fused_optimizer": (_is_bool, "true or false"),
@@ -154,9 +150,10 @@ def _positive_ints(x: Any) -> bool:
     return bool(values) and all(_positive_int(v) for v in values)
 
 
-# RecBole keys whose impossible values RecBole accepts silently (or fails on deep inside):
-# key -> (check, what a valid value is). Also checked inside teacher_config / student_config.
-RECBOLE_RULES: dict[str, tuple[Callable[[Any], bool], str]] = {
+# Keys whose impossible values RecBole accepts silently (or fails on deep inside), and the
+# plugin's keys that configure a backbone itself: key -> (check, what a valid value is). Also
+# checked inside teacher_config / student_config.
+VALUE_RULES: dict[str, tuple[Callable[[Any], bool], str]] = {
     "epochs": (_positive_int, "a positive int"),
     "train_batch_size": (_positive_int, "a positive int"),
     "eval_batch_size": (_positive_int, "a positive int"),
@@ -167,6 +164,8 @@ RECBOLE_RULES: dict[str, tuple[Callable[[Any], bool], str]] = {
     "embedding_size": (_positive_int, "a positive int"),
     "topk": (_positive_ints, "a positive int or a list of positive ints"),
     "seed": (lambda x: isinstance(x, int) and not isinstance(x, bool), "an int"),
+    "init_std": (_positive, "a number > 0 (std of the N(0, std) embeddings) or null"),
+    "cdae_negatives": (_positive_int, "an int >= 1 (negatives per training item of a user) or null"),
 }
 
 
@@ -194,17 +193,18 @@ def check_keys(config_dict: dict[str, Any], model: str, user_keys) -> None:
     """Every check of a run's final config; ``user_keys`` are the keys the user set (files,
     dict, command line), which are also looked at for misspellings."""
     check_plugin_keys(config_dict, model)
-    check_recbole_values(config_dict)
+    check_values(config_dict)
     warn_unknown_keys(user_keys)
 
 
-def check_recbole_values(config_dict: dict[str, Any]) -> None:
-    """Refuse impossible values of RecBole keys, in the run's config and the role configs."""
+def check_values(config_dict: dict[str, Any]) -> None:
+    """Refuse impossible values of ``VALUE_RULES``' keys, in the run's config and the role
+    configs."""
     places = [("", config_dict)]
     places += [(f"{role}_config.", config_dict.get(f"{role}_config") or {})
                for role in ("teacher", "student")]
     for prefix, values in places:
-        for key, (check, expected) in RECBOLE_RULES.items():
+        for key, (check, expected) in VALUE_RULES.items():
             if key in values and values[key] is not None and not check(values[key]):
                 raise KDConfigError(
                     f"Config key '{prefix}{key}' = {values[key]!r} is invalid: expected "

@@ -131,3 +131,5 @@ def test_cdae_negatives_reach_every_cdae_the_runner_trains(small_data, workdir):
         assert getattr(model, role).calculate_loss.func is sampled_row_loss
     with pytest.raises(KDConfigError, match="'cdae_negatives' = 0 is invalid"):
         make_config("BD", small_data, **CDAE_PAIR, cdae_negatives=0)
+    with pytest.raises(KDConfigError, match="'student_config.cdae_negatives' = 0 is invalid"):
+        make_config("BD", small_data, **{**CDAE_PAIR, "student_config": {"cdae_negatives": 0}})

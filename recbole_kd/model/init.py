@@ -12,21 +12,9 @@ from __future__ import annotations
 
 from torch import nn
 
-from recbole_kd.errors import KDConfigError
 from recbole_kd.model.row_loss import use_sampled_loss
 
 KEY = "init_std"
-
-
-def check_init_std(value) -> None:
-    """``init_std`` must be null (the model's own initialisation) or a positive number."""
-    if value is None:
-        return
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or value <= 0:
-        raise KDConfigError(
-            f"Config key '{KEY}' = {value!r} is invalid: expected a number > 0 (the standard "
-            "deviation of the embeddings' normal initialisation) or null (the model's own)."
-        )
 
 
 def initialise(model: nn.Module, config) -> nn.Module:
@@ -38,8 +26,7 @@ def initialise(model: nn.Module, config) -> nn.Module:
     start from the same weights. Other layers (NeuMF's MLP) keep their model's initialisation.
     """
     use_sampled_loss(model, config)
-    std = config[KEY]
-    check_init_std(std)
+    std = config[KEY]  # checked with the config (key_checks.VALUE_RULES)
     if std is None:
         return model
     for module in model.modules():

@@ -27,16 +27,6 @@ from recbole_kd.errors import KDConfigError
 KEY = "cdae_negatives"
 
 
-def check_cdae_negatives(value) -> None:
-    """``cdae_negatives`` must be null (RecBole's full-row loss) or a positive integer."""
-    if value is None:
-        return
-    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-        raise KDConfigError(
-            f"Config key '{KEY}' = {value!r} is invalid: expected an integer >= 1 (negatives "
-            "drawn per training item of a user) or null (RecBole's loss over the whole row).")
-
-
 def sampled_negatives(rows: Tensor, ratio: int, generator: torch.Generator | None = None) -> Tensor:
     """For users' training rows ``rows`` [U, n_items] (> 0 where interacted; column 0 is the
     padding item), a mask [U, n_items] of ``ratio`` × |I_u| items per user drawn uniformly with
@@ -73,8 +63,7 @@ def sampled_row_loss(model: CDAE, interaction, ratio: int) -> Tensor:
 def use_sampled_loss(model, config) -> None:
     """Give a CDAE built with ``cdae_negatives`` set the sampled loss; other models are left
     as they are."""
-    ratio = config[KEY]
-    check_cdae_negatives(ratio)
+    ratio = config[KEY]  # checked with the config (key_checks.VALUE_RULES)
     if ratio is not None and isinstance(model, CDAE):
         if model.loss_type != "BCE":
             raise KDConfigError(f"Config key '{KEY}' needs CDAE's loss_type BCE, not "
