@@ -193,12 +193,11 @@ def run_recbole_kd(
 
 def spawn_run(model, dataset, config_file_list, config_dict, saved, nproc, world_size, ip, port,
               group_offset) -> dict:
-    """:func:`run_recbole_kd` in ``nproc`` processes; its settings are checked here first, and
-    the folders every rank writes to made, so that a mistake is reported once."""
+    """:func:`run_recbole_kd` in ``nproc`` processes; its settings are checked here first, so
+    that a mistake is reported once (each machine's first rank then makes the run's folders,
+    see :func:`recbole_kd.distributed.init_process`)."""
     config = KDConfig(model, dataset, config_file_list, dict(config_dict or {}))
     distributed.backend_of(config.final_config_dict)
-    os.makedirs(config["checkpoint_dir"], exist_ok=True)
-    os.makedirs("log", exist_ok=True)
     return distributed.spawn(
         partial(run_recbole_kd, saved=saved), nproc, world_size, ip, port, group_offset,
         dict(config_dict or {}), args=(config["model"], config["dataset"], config_file_list))
