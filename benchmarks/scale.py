@@ -19,8 +19,14 @@ then reports ``ru_maxrss`` after the operation minus ``ru_maxrss`` before it ("p
 the baseline RSS it grew from, and the bytes of what the operation keeps. The machine may be
 shared: the load average at each start is reported, and times are single runs.
 
+With ``--world-size W`` each operation also runs for each of W ranks' blocks of users (whole
+chunks, balanced by interactions, as :mod:`recbole_kd.sharding` cuts them), each block in its own
+process: the sharded precomputation needs no communication, so a rank's CPU seconds and memory
+are those of its block. The slowest rank is compared with one process over every user.
+
     python benchmarks/scale.py                                    # everything, default sizes
     python benchmarks/scale.py --sizes 5000x20000 --tasks refresh --chunk-sweep
+    python benchmarks/scale.py --sizes 10000x20000 100000x50000 --world-size 2 --chunk-size 256
 """
 
 from __future__ import annotations
@@ -66,7 +72,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--threads", type=int, default=None, help="torch threads (default torch's)")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--json", type=Path, default=None, help="also write all results here")
-    parser.add_argument("--worker", nargs=4, metavar=("TASK", "USERS", "ITEMS", "CHUNK"))
+    parser.add_argument("--world-size", type=int, default=1, help="also measure each rank's block")
+    parser.add_argument("--worker", nargs=5, metavar=("TASK", "USERS", "ITEMS", "CHUNK", "RANK"),
+                        help="RANK -1: every user, as one process")
     args = parser.parse_args(argv)
     if args.chunk_sweep == []:
         args.chunk_sweep = [256, 1024, 4096]
@@ -115,13 +123,17 @@ def nbytes(*tensors) -> int:
     return sum(t.numel() * t.element_size() for t in tensors)
 
 
-def measure(task: str, n_users: int, n_items: int, chunk: int, args: argparse.Namespace) -> dict:
-    """Runs one operation on fresh synthetic data and returns its time and memory figures."""
+def measure(task: str, n_users: int, n_items: int, chunk: int, args: argparse.Namespace,
+            rank: int = -1) -> dict:
+    """Runs one operation on fresh synthetic data, for every user (``rank`` -1) or for the block
+    of ``rank`` among ``--world-size``, and returns its time and memory figures."""
+    import numpy as np
     import torch
 
     import recbole_kd
     from recbole_kd.model.sampler.rank_discrepancy import RankDiscrepancySampler
     from recbole_kd.model.sampler.relaxed_ranking import RelaxedRankingSampler, teacher_top_n
+    from recbole_kd.sharding import chunk_blocks
     from recbole_kd.tools.synthetic import LowRankScores, popularity_bias, synthetic_interactions
 
     if args.threads:
@@ -131,6 +143,9 @@ def measure(task: str, n_users: int, n_items: int, chunk: int, args: argparse.Na
         n_users, n_items, mean_activity=args.mean_activity, seed=args.seed
     )
     bias = popularity_bias(matrix)
+    users = range(n_users)
+    if rank >= 0:
+        users = chunk_blocks(np.diff(matrix.indptr), chunk, args.world_size)[rank]
     teacher = TimedScores(LowRankScores(*matrix.shape, dim=64, seed=args.seed + 1, item_bias=bias))
     student = TimedScores(LowRankScores(*matrix.shape, dim=16, seed=args.seed + 2, item_bias=bias))
     result = {
@@ -138,6 +153,9 @@ def measure(task: str, n_users: int, n_items: int, chunk: int, args: argparse.Na
         "users": n_users,
         "items": n_items,
         "chunk": chunk,
+        "rank": rank,
+        "block_users": len(users),
+        "block_nnz": int(matrix.indptr[users.stop] - matrix.indptr[users.start]),
         "nnz": int(matrix.nnz),
         "max_activity": int(max(matrix.indptr[1:] - matrix.indptr[:-1])),
         "data_seconds": time.perf_counter() - start,
@@ -148,23 +166,24 @@ def measure(task: str, n_users: int, n_items: int, chunk: int, args: argparse.Na
     kept: list = []
     if task == "rrd_sample":  # the lists it samples from, built outside the measurement
         start = time.perf_counter()
-        top = teacher_top_n(teacher, matrix, args.top_n, chunk, "cpu")
+        top = teacher_top_n(teacher, matrix, args.top_n, chunk, "cpu", users=users)
         result["setup_seconds"] = time.perf_counter() - start
     elif task == "refresh":
-        sampler = RankDiscrepancySampler(matrix, matrix.shape[1], chunk_size=chunk)
+        sampler = RankDiscrepancySampler(matrix, matrix.shape[1], chunk_size=chunk, users=users)
     result["peak_reset"] = reset_peak()
     result["baseline_rss"] = rss_bytes()
     before = peak_bytes()
     teacher.seconds = 0.0
-    start = time.perf_counter()
+    start, cpu_start = time.perf_counter(), time.process_time()
     if task == "top_n":
-        top = teacher_top_n(teacher, matrix, args.top_n, chunk, "cpu")
+        top = teacher_top_n(teacher, matrix, args.top_n, chunk, "cpu", users=users)
         kept = [top]
     elif task == "refresh":
         sampler.refresh(teacher, student, epochs=args.epochs)
         kept = [sampler.pool_student, sampler.pool_teacher, sampler.offsets]
     else:
-        rrd = RelaxedRankingSampler(top, matrix, matrix.shape[1], 40, 40, chunk_size=chunk)
+        rrd = RelaxedRankingSampler(top, matrix, matrix.shape[1], 40, 40, chunk_size=chunk,
+                                    users=users)
         result["build_seconds"] = time.perf_counter() - start
         epoch_start = time.perf_counter()
         for _ in range(args.rrd_epochs):
@@ -172,6 +191,7 @@ def measure(task: str, n_users: int, n_items: int, chunk: int, args: argparse.Na
         result["epoch_seconds"] = (time.perf_counter() - epoch_start) / args.rrd_epochs
         kept = [rrd.interesting, rrd.uninteresting]
     result["seconds"] = time.perf_counter() - start
+    result["cpu_seconds"] = time.process_time() - cpu_start
     result["scoring_seconds"] = teacher.seconds + student.seconds
     result["peak_growth"] = peak_bytes() - before
     result["kept"] = nbytes(*kept)
@@ -188,13 +208,13 @@ def parse_size(size: str) -> tuple[int, int]:
 
 
 def run_measurement(
-    task: str, size: str, chunk: int, args: argparse.Namespace, argv: list[str]
+    task: str, size: str, chunk: int, args: argparse.Namespace, argv: list[str], rank: int = -1
 ) -> dict:
     """One measurement in a fresh interpreter, bounded by ``--timeout``."""
     users, items = parse_size(size)
-    worker = ["--worker", task, str(users), str(items), str(chunk)]
+    worker = ["--worker", task, str(users), str(items), str(chunk), str(rank)]
     command = [sys.executable, __file__, *argv, *worker]
-    base = {"task": task, "users": users, "items": items, "chunk": chunk}
+    base = {"task": task, "users": users, "items": items, "chunk": chunk, "rank": rank}
     try:
         done = subprocess.run(
             command, capture_output=True, text=True, timeout=args.timeout, check=False
@@ -287,26 +307,57 @@ def growth(results: list[dict]) -> str:
     return "\n".join(lines)
 
 
+def sharded_table(results: list[dict], world_size: int) -> str:
+    """Each operation over every user in one process against the slowest of ``world_size``
+    ranks' blocks: CPU seconds (scoring included) and what is kept."""
+    header = ["task", "users x items", "one process CPU s", "ranks' CPU s", "slowest / one",
+              "kept MiB: one", "kept MiB: largest rank", "peak growth MiB: one / largest rank",
+              "load"]
+    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    for one in (r for r in results if r["rank"] == -1 and r["status"] == "ok"):
+        ranks = [r for r in results if r["rank"] >= 0 and r["status"] == "ok"
+                 and (r["task"], r["users"], r["items"], r["chunk"])
+                 == (one["task"], one["users"], one["items"], one["chunk"])]
+        if len(ranks) != world_size:
+            continue
+        slowest = max(r["cpu_seconds"] for r in ranks)
+        lines.append("| " + " | ".join([
+            one["task"], f"{one['users']:,} x {one['items']:,}", f"{one['cpu_seconds']:.1f}",
+            " / ".join(f"{r['cpu_seconds']:.1f}" for r in ranks),
+            f"{slowest / one['cpu_seconds']:.2f}", mib(one["kept"]),
+            mib(max(r["kept"] for r in ranks)),
+            f"{mib(one['peak_growth'])} / {mib(max(r['peak_growth'] for r in ranks))}",
+            " / ".join(f"{r['load']:.1f}" for r in [one, *ranks]),
+        ]) + " |")
+    return "\n".join(lines)
+
+
 def main() -> None:
     argv = sys.argv[1:]
     args = parse_args(argv)
     if args.worker:
-        task, users, items, chunk = args.worker
-        print(json.dumps(measure(task, int(users), int(items), int(chunk), args)))
+        task, users, items, chunk, rank = args.worker
+        print(json.dumps(measure(task, int(users), int(items), int(chunk), args, int(rank))))
         return
     plan = [(task, size, args.chunk_size) for size in args.sizes for task in args.tasks]
     for chunk in args.chunk_sweep or []:
         plan += [(task, args.sweep_size, chunk) for task in args.tasks]
     plan = list(dict.fromkeys(plan))  # the sweep repeats the default chunk at its size
+    ranks = [-1] + (list(range(args.world_size)) if args.world_size > 1 else [])
     results = []
     for task, size, chunk in plan:
-        result = run_measurement(task, size, chunk, args, argv)
-        results.append(result)
-        print(json.dumps(result), file=sys.stderr, flush=True)  # progress, and partial results
+        for rank in ranks:
+            result = run_measurement(task, size, chunk, args, argv, rank)
+            results.append(result)
+            print(json.dumps(result), file=sys.stderr, flush=True)  # progress, partial results
     print(f"python benchmarks/{Path(__file__).name} {' '.join(argv)}\n")
-    print(table(results))
+    whole = [r for r in results if r["rank"] == -1]
+    print(table(whole))
     print()
-    print(growth(results))
+    print(growth(whole))
+    if args.world_size > 1:
+        print()
+        print(sharded_table(results, args.world_size))
     if args.json:
         args.json.write_text(json.dumps(results, indent=1), encoding="utf-8")
 

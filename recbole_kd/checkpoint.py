@@ -18,6 +18,7 @@ plain process. This module imports nothing from the package but its error classe
 
 from __future__ import annotations
 
+import glob
 import itertools
 import os
 from typing import Any
@@ -73,6 +74,19 @@ def atomic_save(state: dict, path: str) -> str:
     torch.save(state, path + ".tmp", pickle_protocol=4)
     os.replace(path + ".tmp", path)
     return path
+
+
+def rank_file(resume_file: str, rank: int, epoch: int) -> str:
+    """Where a rank of a distributed run keeps its sampler state beside the resume point
+    ``…-last.pth`` of ``epoch``: ``…-last.rank<rank>.epoch<epoch>.pth``."""
+    root, ext = os.path.splitext(resume_file)
+    return f"{root}.rank{rank}.epoch{epoch}{ext}"
+
+
+def rank_files(resume_file: str, rank: int) -> list[str]:
+    """Every :func:`rank_file` of ``rank`` beside ``resume_file``, of any epoch."""
+    root, ext = os.path.splitext(resume_file)
+    return glob.glob(f"{glob.escape(root)}.rank{rank}.epoch*{ext}")
 
 
 def kind_of(checkpoint: dict) -> str:

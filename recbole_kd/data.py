@@ -81,8 +81,10 @@ def check_leave_one_out(config: Config, dataset) -> None:
         )
 
 
-def make_loaders(config: Config, dataset, parts) -> tuple:
-    """Train, valid and test loaders of ``config`` (batch sizes, negative sampling) over ``parts``."""
+def make_loaders(config: Config, dataset, parts, run_config: Config | None = None) -> tuple:
+    """Train, valid and test loaders of ``config`` (batch sizes, negative sampling) over ``parts``;
+    in a distributed run sharded by the users' blocks of ``run_config`` (default ``config``),
+    the run a model trained alone (a derived config) belongs to."""
     train_part, valid_part, test_part = parts
     train_sampler, valid_sampler, test_sampler = create_samplers(config, dataset, parts)
     with distributed.single_process_view(config):  # RecBole's shards are not by user
@@ -91,6 +93,8 @@ def make_loaders(config: Config, dataset, parts) -> tuple:
         valid = get_dataloader(config, "valid")(config, valid_part, valid_sampler, shuffle=False)
         test = get_dataloader(config, "test")(config, test_part, test_sampler, shuffle=False)
     if distributed.is_distributed():
-        train = sharding.train_shard(train)
-        valid, test = sharding.evaluation_shard(valid), sharding.evaluation_shard(test)
+        chunk_size = (run_config or config)["kd_chunk_size"]
+        train = sharding.train_shard(train, train_part, chunk_size)
+        valid, test = (sharding.evaluation_shard(loader, train_part, chunk_size)
+                       for loader in (valid, test))
     return train, valid, test

@@ -143,6 +143,18 @@ def all_reduce_sum(tensor: torch.Tensor) -> torch.Tensor:
     return total.to(tensor.device)
 
 
+def rank_counts(id_sets: list[torch.Tensor], size: int) -> list[torch.Tensor]:
+    """For each set of distinct ids (each id below ``size``), how many ranks hold each id in
+    their set of the same place in the list: 1 everywhere in a single process."""
+    if not is_distributed():
+        return [torch.ones_like(ids) for ids in id_sets]
+    marks = torch.zeros((len(id_sets), size), dtype=torch.int32, device=id_sets[0].device)
+    for row, ids in enumerate(id_sets):
+        marks[row, ids] = 1
+    totals = all_reduce_sum(marks)
+    return [totals[row, ids] for row, ids in enumerate(id_sets)]
+
+
 def written_by_main(write: Callable[[], Any]) -> Any:
     """Run ``write`` on rank 0 only; every rank returns its result once it is done."""
     result = write() if is_main() else None

@@ -26,7 +26,9 @@ from typing import Any
 import numpy as np
 import torch
 
+from recbole_kd import sharding
 from recbole_kd.errors import KDConfigError
+from recbole_kd.model.sampler.positives import check_rows, chunk_generator
 
 FULL = "full"
 FIXED_SAMPLED = "fixed_sampled"
@@ -36,11 +38,6 @@ LEAVE_ONE_OUT_FIX = (
     "eval_args: {split: {LS: valid_and_test}, order: RO, group_by: user, mode: full} "
     "(e.g. --config_files=properties/protocols/derrd.yaml)"
 )
-
-# Users x items cells given random keys at once while drawing: bounds memory (64 MiB of float32)
-# whatever the data set's size. A constant, so the negatives depend on the data and seed alone.
-_DRAW_CELLS = 1 << 24
-
 
 def check_eval_protocol(config_dict: dict[str, Any]) -> None:
     """Reject a fixed-sampled protocol over anything but leave-one-out full-sort evaluation.
@@ -71,15 +68,19 @@ def check_eval_protocol(config_dict: dict[str, Any]) -> None:
 class CandidateSets:
     """Each user's fixed negatives, drawn once per run and shared by validation and test.
 
-    ``negatives[u]`` holds ``kd_eval_negatives`` distinct item ids that user ``u`` never
-    interacted with (in train, validation or test), never the padding item 0; row 0 (the padding
-    user) is drawn like the others and never used. A user's candidates in a part are those
-    negatives plus the user's held-out item of that part.
+    ``negatives[u - users.start]`` holds ``kd_eval_negatives`` distinct item ids that user
+    ``u`` of the block ``users`` (every user, or a rank's) never interacted with (in train,
+    validation or test), never the padding item 0; the padding user 0 is drawn like the others
+    and never used. A user's candidates in a part are those negatives plus the user's held-out
+    item of that part.
     """
 
-    def __init__(self, negatives: torch.Tensor, n_items: int):
-        self.negatives = negatives  # [n_users, n_negatives], int32 to halve its memory
+    def __init__(self, negatives: torch.Tensor, n_items: int, users: range | None = None,
+                 n_users: int | None = None):
+        self.negatives = negatives  # [len(users), n_negatives], int32 to halve its memory
         self.n_items = n_items
+        self.users = range(len(negatives)) if users is None else users
+        self.n_users = len(self.users) if n_users is None else n_users  # of the data set
 
     @classmethod
     def draw(
@@ -90,26 +91,31 @@ class CandidateSets:
         n_items: int,
         n_negatives: int,
         seed: int,
+        chunk_size: int = 256,
+        block: range | None = None,
     ) -> CandidateSets:
-        """Draw uniformly, without replacement, ``n_negatives`` never-interacted items per user.
+        """Draw uniformly, without replacement, ``n_negatives`` never-interacted items for each
+        user of ``block`` (default: every user; else whole chunks of ``chunk_size`` users).
 
         ``users``/``items``: every interaction of the data set (all parts). Each item gets a
         uniform random key, interacted items and item 0 get 2 (above any key), and the
-        ``n_negatives`` smallest keys win: a uniformly random subset of the allowed items. A
-        dedicated generator seeded with ``seed`` leaves the global random state untouched.
+        ``n_negatives`` smallest keys win: a uniformly random subset of the allowed items. Each
+        chunk of ``chunk_size`` users draws its keys (chunk x n_items floats at once) from a
+        generator of its own, seeded from ``seed`` and the chunk: a user's candidates do not
+        depend on the block, and the global random state is left untouched.
         """
         if n_negatives > n_items - 1:
             raise KDConfigError(
                 f"kd_eval_negatives = {n_negatives} exceeds the {n_items - 1} items of the data set."
             )
-        generator = torch.Generator().manual_seed(seed)
+        block = range(n_users) if block is None else block
         order = torch.argsort(users, stable=True)
         users, items = users[order], items[order]
         starts = torch.searchsorted(users, torch.arange(n_users + 1))
-        rows = max(1, _DRAW_CELLS // n_items)
-        chunks = []
-        for first in range(0, n_users, rows):
-            last = min(first + rows, n_users)
+        chunks = [torch.zeros((0, n_negatives), dtype=torch.int32)]
+        for first in range(block.start, block.stop, chunk_size):
+            last = min(first + chunk_size, block.stop)
+            generator = chunk_generator(seed, "candidates", 0, first // chunk_size, "cpu")
             span = slice(int(starts[first]), int(starts[last]))
             keys = torch.rand(last - first, n_items, generator=generator)
             keys[users[span] - first, items[span]] = 2.0
@@ -118,21 +124,23 @@ class CandidateSets:
             if (picked_keys >= 2.0).any():
                 _raise_too_few(keys, first, n_negatives)
             chunks.append(picked.to(torch.int32))
-        return cls(torch.cat(chunks), n_items)
+        return cls(torch.cat(chunks), n_items, block, n_users)
 
     @classmethod
     def from_parts(cls, config, parts: Sequence) -> CandidateSets:
-        """The candidate sets of a run from its train, validation and test datasets."""
+        """The candidate sets of a run from its train, validation and test datasets, for the
+        users this process evaluates (its rank's)."""
         first = parts[0]
         users = torch.cat([part.inter_feat[first.uid_field] for part in parts])
         items = torch.cat([part.inter_feat[first.iid_field] for part in parts])
         return cls.draw(
             users, items, first.user_num, first.item_num, config["kd_eval_negatives"],
-            config["seed"],
+            config["seed"], config["kd_chunk_size"],
+            sharding.owned_users(first, config["kd_chunk_size"]),
         )
 
     def to(self, device: torch.device | str) -> CandidateSets:
-        return CandidateSets(self.negatives.to(device), self.n_items)
+        return CandidateSets(self.negatives.to(device), self.n_items, self.users, self.n_users)
 
     def restrict(
         self,
@@ -147,7 +155,9 @@ class CandidateSets:
         rows ``positive_u == r`` (the evaluated part's target). Copies B x (n_negatives + 1) values
         into a fresh -inf tensor instead of masking all items: cheaper than a [B, n_items] mask.
         """
-        rows = self.negatives.index_select(0, users.to(self.negatives.device)).long()
+        index = users.to(self.negatives.device) - self.users.start
+        check_rows(index, self.users, self.n_users)
+        rows = self.negatives.index_select(0, index).long()
         rows = rows.to(scores.device)
         restricted = torch.full_like(scores, -np.inf)
         restricted.scatter_(1, rows, scores.gather(1, rows))

@@ -159,7 +159,7 @@ def train_and_cache(config: Config, dataset, parts, role: str) -> Pretrained:
 def train_alone(config: Config, derived: Config, dataset, parts, path: str,
                 fingerprint: str) -> None:
     """Train the model of ``derived`` on this run's split and save its best state at ``path``."""
-    loaders = make_loaders(derived, dataset, parts)
+    loaders = make_loaders(derived, dataset, parts, run_config=config)
     train_data, valid_data, _ = loaders
     init_seed(config["seed"] + config["local_rank"], config["reproducibility"])
     model = initialise(derived.model_class(derived, train_data._dataset), derived)

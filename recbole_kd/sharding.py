@@ -1,7 +1,11 @@
-"""A distributed run's loaders, sharded by user: each rank trains on and evaluates its own users.
+"""A distributed run's users, sharded: each rank trains on, evaluates and keeps state for its own.
 
-Users are cut into one contiguous block per rank. Training blocks are balanced by interactions,
-and every rank takes the same number of steps (a shorter shard repeats its own interactions,
+Users are cut into one contiguous block per rank, made of whole chunks of ``kd_chunk_size``
+consecutive user ids and balanced by training interactions. A rank's loaders hold its users'
+rows, and its samplers keep state (top-N lists, draw pools, candidates) for its users only; the
+random draws of a chunk come from a stream of its own (see
+:func:`recbole_kd.model.sampler.positives.chunk_generator`), so they do not depend on how many
+ranks share the users. In training every rank takes the same number of steps (a shorter shard repeats its own interactions,
 as PyTorch's DistributedSampler pads), each of ``train_batch_size / world_size`` interactions,
 so that DDP's average of the ranks' gradients is the gradient of the whole batch. Evaluation
 blocks hold every user once, none repeated. A sharded loader is still an instance of its RecBole
@@ -17,14 +21,49 @@ import numpy as np
 import torch
 
 from recbole_kd import distributed
+from recbole_kd.errors import KDConfigError
 
 
 def balanced_blocks(weights: np.ndarray, parts: int) -> list[np.ndarray]:
     """Positions 0..len(weights)-1 cut into ``parts`` contiguous blocks of about equal total
-    weight (a user's interactions)."""
+    weight, none empty while there are at least ``parts`` positions."""
     before = np.concatenate([[0], np.cumsum(weights)[:-1]])
     cuts = np.searchsorted(before, np.arange(1, parts) * weights.sum() / parts, side="left")
+    # Cut i moved to at least i + 1 and at most len - parts + i + 1, so that no block is empty.
+    shift = np.arange(1, parts)
+    if len(weights) >= parts:
+        cuts = np.clip(np.maximum.accumulate(cuts - shift), 0, len(weights) - parts) + shift
     return np.split(np.arange(len(weights)), cuts)
+
+
+def chunk_blocks(interactions: np.ndarray, chunk_size: int, parts: int) -> list[range]:
+    """User ids 0..len(interactions)-1 cut into ``parts`` contiguous blocks of whole chunks of
+    ``chunk_size`` ids, balanced by ``interactions`` (per user)."""
+    n_users = len(interactions)
+    starts = np.arange(0, n_users, chunk_size)
+    if len(starts) < parts:
+        raise KDConfigError(
+            f"{parts} processes need at least {parts} chunks of users, but the {n_users} users "
+            f"make {len(starts)} chunk(s) of kd_chunk_size={chunk_size}: lower kd_chunk_size (to "
+            f"at most {max(1, n_users // parts)}) or run fewer processes.")
+    per_chunk = np.add.reduceat(interactions, starts)
+    return [range(int(starts[block[0]]), min(n_users, int(starts[block[-1]]) + chunk_size))
+            for block in balanced_blocks(per_chunk, parts)]
+
+
+def interactions_per_user(dataset) -> np.ndarray:
+    """Training interactions of each user id of ``dataset`` (a RecBole dataset)."""
+    users = np.asarray(dataset.inter_feat[dataset.uid_field], dtype=np.int64)
+    return np.bincount(users, minlength=dataset.user_num)
+
+
+def owned_users(dataset, chunk_size: int) -> range:
+    """This rank's users of ``dataset`` (the training part), in whole chunks of ``chunk_size``
+    (``kd_chunk_size``): all of them in one process."""
+    if distributed.world_size() == 1:
+        return range(dataset.user_num)
+    blocks = chunk_blocks(interactions_per_user(dataset), chunk_size, distributed.world_size())
+    return blocks[distributed.rank()]
 
 
 class TrainShard:
@@ -91,20 +130,27 @@ def row_users(loader) -> np.ndarray:
     return dataset.inter_feat[dataset.uid_field].numpy()
 
 
-def train_shard(loader):
-    """``loader`` (a training loader) restricted to this rank's users, in batches of its batch
-    size divided among the ranks."""
+def _rows_in(users: np.ndarray, block: range) -> np.ndarray:
+    return np.flatnonzero((users >= block.start) & (users < block.stop))
+
+
+def train_shard(loader, dataset, chunk_size: int):
+    """``loader`` (a training loader) restricted to this rank's users of ``dataset`` (the
+    training part), in batches of its batch size divided among the ranks."""
     users = row_users(loader)
-    ranks, rank = distributed.world_size(), distributed.rank()
-    per_user = np.bincount(users, minlength=users.max() + 1)
-    blocks = balanced_blocks(per_user, ranks)
-    mine = np.isin(users, blocks[rank])
-    sizes = [int(per_user[block].sum()) for block in blocks]
-    return _sharded(TrainShard, loader, positions=np.flatnonzero(mine),
-                    epoch_length=max(sizes), step=max(1, loader.step // ranks))
+    blocks = chunk_blocks(interactions_per_user(dataset), chunk_size, distributed.world_size())
+    rows = [_rows_in(users, block) for block in blocks]
+    return _sharded(TrainShard, loader, positions=rows[distributed.rank()],
+                    epoch_length=max(map(len, rows)),
+                    step=max(1, loader.step // distributed.world_size()))
 
 
-def evaluation_shard(loader):
-    """``loader`` (an evaluation loader) restricted to this rank's users."""
-    blocks = np.array_split(np.arange(loader.sample_size), distributed.world_size())
-    return _sharded(EvaluationShard, loader, positions=blocks[distributed.rank()])
+def evaluation_shard(loader, dataset, chunk_size: int):
+    """``loader`` (an evaluation loader) restricted to this rank's users of ``dataset`` (the
+    training part): the users whose state (candidates) the rank keeps."""
+    if getattr(loader, "uid_list", None) is not None and len(loader.uid_list) == loader.sample_size:
+        users = np.asarray(loader.uid_list, dtype=np.int64)  # a row per user
+    else:  # a row per interaction (sampled evaluation without negatives)
+        users = np.asarray(loader._dataset.inter_feat[loader._dataset.uid_field], dtype=np.int64)
+    positions = _rows_in(users, owned_users(dataset, chunk_size))
+    return _sharded(EvaluationShard, loader, positions=positions)

@@ -85,18 +85,48 @@ def term_gradients(model, config: KDConfig, batch: dict, sync=None) -> list[dict
     return gradients
 
 
+def bd_gradients(model, batch: dict, sync=None) -> list[dict]:
+    """The gradient of each BD model's loss (its own plus its BD term) on ``batch``, teacher's
+    then student's, each as the trainer takes it; ``sync`` (a trainer) shares them over ranks."""
+    from recbole.data.interaction import Interaction
+
+    draws = model.draw(Interaction({model.USER_ID: batch["user"], model.ITEM_ID: batch["pos"],
+                                    model.NEG_ITEM_ID: batch["neg"]}))
+    gradients = []
+    for role in ("teacher", "student"):
+        module = getattr(model, role)
+        model.zero_grad()
+        share = sync.gradient_sync(module) if sync else 0.0
+        base, bd = model.losses(role, draws)
+        (base + bd + share).backward()
+        gradients.append({name: p.grad.clone() for name, p in module.named_parameters()
+                          if p.grad is not None})
+    return gradients
+
+
+def without_gumbel_noise() -> None:
+    """DE's expert selection without its random noise (the selection network's softmax), so
+    that ranks and a single process select alike."""
+    from recbole_kd.model import layers
+
+    layers.gumbel_softmax = lambda alpha, tau, generator=None: alpha
+
+
 def gradients_of_rank_share(model_name, dataset, config_file_list, config_dict,
-                            batch_file: str) -> list[dict]:
+                            batch_file: str, noise: bool = True) -> list[dict]:
     """One step's gradients, each rank on its share of the batch in ``batch_file`` (``shares``:
     the batch's positions by rank), shared over ranks as training shares them."""
+    if not noise:
+        without_gumbel_noise()
     config = KDConfig(model_name, dataset, config_file_list, config_dict)
     run = prepare_run(config)
     trainer = create_trainer(config, run.model, run.loaders)
     run.model.on_epoch_start(0)
     saved = torch.load(batch_file)
-    share = saved["shares"][distributed.rank()]
-    return term_gradients(run.model, config, {k: saved[k][share] for k in ("user", "pos", "neg")},
-                          sync=trainer)
+    share = {k: saved[k][saved["shares"][distributed.rank()]] for k in ("user", "pos", "neg")}
+    if model_name == "BD":
+        return bd_gradients(run.model, share, sync=trainer)
+    return term_gradients(run.model, config, share, sync=trainer)
 
 
 def train_shard_contents(model, dataset, config_file_list, config_dict) -> list[dict]:

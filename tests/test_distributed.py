@@ -13,6 +13,7 @@ import pytest
 import torch
 from conftest import FAST, REPOSITORY, assert_same, fast
 from distributed_helpers import (
+    bd_gradients,
     evaluate_weights,
     free_port,
     gradients_of_rank_share,
@@ -30,15 +31,17 @@ from recbole_kd import distributed
 from recbole_kd.config import KDConfig
 from recbole_kd.errors import CheckpointError, TrainingError
 from recbole_kd.key_checks import settings_for
+from recbole_kd.model import layers
 from recbole_kd.quick_start import prepare_run, run_recbole_kd
-from recbole_kd.sharding import balanced_blocks
+from recbole_kd.sharding import balanced_blocks, chunk_blocks, interactions_per_user
 
 pytestmark = pytest.mark.skipif(not torch.distributed.is_available(),
                                 reason="this PyTorch has no torch.distributed")
 
 
 def settings(model: str, small_data: str, **more) -> dict:
-    return {**fast(model), "data_path": small_data, "epochs": 2, **more}
+    # Chunks of 32 users: ml-small's ~400 users make 13, enough for 3 ranks.
+    return {**fast(model), "data_path": small_data, "epochs": 2, "kd_chunk_size": 32, **more}
 
 
 @pytest.mark.parametrize("model", ["DE", "RRD", "DERRD", "BD"])
@@ -48,7 +51,9 @@ def test_two_processes_write_one_run_whose_exports_load_in_stock_recbole(model, 
     run = os.path.splitext(os.path.basename(result["saved_model_file"]))[0]
     exports = ["student", "teacher"] if model == "BD" else ["student"]
     written = sorted(os.path.basename(p) for p in glob.glob(f"saved/{model}-*"))
+    # Beside rank 0's resume point, each rank's sampler state of the last epoch (1) alone.
     assert written == sorted([f"{run}.pth", f"{run}-last.pth",
+                              *(f"{run}-last.rank{rank}.epoch1.pth" for rank in (0, 1)),
                               *(f"{run}-{role}.pth" for role in exports)])
     assert not glob.glob("saved/*.tmp") and not glob.glob("saved/*.partial")
     for role in exports:  # a plain process, no process group: stock RecBole alone
@@ -68,7 +73,7 @@ def test_every_rank_ends_with_the_same_weights(model, small_data):
 
 
 def test_metrics_over_one_two_and_three_ranks_agree(small_data):
-    config_dict = {**FAST, "data_path": small_data, "embedding_size": 16,
+    config_dict = {**FAST, "data_path": small_data, "embedding_size": 16, "kd_chunk_size": 32,
                    "metric_decimal_place": 12, "topk": [5, 10, 20],
                    "metrics": ["Recall", "MRR", "NDCG", "Hit", "Precision", "MAP"]}
     config = KDConfig("BPR", "ml-small", config_dict=config_dict)
@@ -116,38 +121,52 @@ def test_a_killed_two_process_run_resumes_to_the_same_end(small_data):
 
 
 def user_disjoint_batch(train_dataset, size: int) -> dict:
-    """A batch of ``size`` interactions whose two halves hold different users, negatives drawn
-    at random: (user, pos, neg) and each half's positions."""
+    """A batch of ``size`` interactions whose halves hold users of the two ranks' blocks
+    (chunks of 32 users), negatives drawn at random: (user, pos, neg) and each half's
+    positions."""
     users = train_dataset.inter_feat[train_dataset.uid_field]
     items = train_dataset.inter_feat[train_dataset.iid_field]
     order = torch.argsort(users, stable=True)
     users, items = users[order], items[order]
+    blocks = chunk_blocks(interactions_per_user(train_dataset), 32, 2)
     half = size // 2
-    boundary = int(torch.searchsorted(users, users[half], right=True))  # past the split user
-    picked = torch.cat([torch.arange(half), torch.arange(boundary, boundary + half)])
+    starts = torch.searchsorted(users, torch.tensor([block.start for block in blocks]))
+    picked = torch.cat([torch.arange(start, start + half) for start in starts.tolist()])
     generator = torch.Generator().manual_seed(0)
     neg = torch.randint(1, train_dataset.item_num, (size,), generator=generator)
     return {"user": users[picked], "pos": items[picked], "neg": neg,
             "shares": [torch.arange(half), torch.arange(half, size)]}
 
 
-def test_a_step_over_two_ranks_has_the_gradient_of_the_whole_batch(small_data):
-    """The base loss and RRD, one step on a batch whose ranks' shares hold different users: the
-    gradient shared by DDP equals one process's gradient of the whole batch."""
-    config_dict = {**settings("RRD", small_data), "epochs": 1}
-    config = KDConfig("RRD", "ml-small", config_dict=config_dict)
+@pytest.mark.parametrize("model", ["RRD", "DE", "BD"])
+def test_a_step_over_two_ranks_has_the_gradient_of_the_whole_batch(small_data, monkeypatch,
+                                                                    model):
+    """One step on a batch whose ranks' shares hold different users: the gradient shared by DDP
+    equals one process's gradient of the whole batch, for every term (the base loss, RRD, DE
+    with its items counted once over ranks, each BD model's loss). DE's Gumbel noise, drawn
+    from each rank's own stream, is left out on both sides."""
+    config_dict = {**settings(model, small_data), "epochs": 1}
+    config = KDConfig(model, "ml-small", config_dict=config_dict)
     run = prepare_run(config)
     batch = user_disjoint_batch(run.train_data._dataset, 512)
     assert not set(batch["user"][:256].tolist()) & set(batch["user"][256:].tolist())
+    assert set(batch["pos"][:256].tolist()) & set(batch["pos"][256:].tolist())  # shared items
     torch.save(batch, "batch.pt")
+    monkeypatch.setattr(layers, "gumbel_softmax", lambda alpha, tau, generator=None: alpha)
     run.model.on_epoch_start(0)
-    whole = term_gradients(run.model, config, batch)
+    if model == "BD":
+        whole = bd_gradients(run.model, batch)
+    else:
+        whole = term_gradients(run.model, config, batch)
     shared = distributed.spawn(
-        partial(gradients_of_rank_share, batch_file="batch.pt"), 2, -1, "localhost",
-        free_port(), 0, config_dict, args=("RRD", "ml-small", None))
-    assert len(shared) == len(whole) == 2  # the base loss, RRD
+        partial(gradients_of_rank_share, batch_file="batch.pt", noise=False), 2, -1,
+        "localhost", free_port(), 0, config_dict, args=(model, "ml-small", None))
+    assert len(shared) == len(whole) == 2  # base + term, or BD's teacher and student
     for term, (got, expected) in enumerate(zip(shared, whole)):
-        assert got.keys() == expected.keys() and expected, term
+        assert expected and got.keys() >= expected.keys(), term
+        # Every trainable parameter takes part in a shared step, with a zero gradient where the
+        # term does not reach it (DE's experts in the base loss).
+        assert all(not got[name].any() for name in got.keys() - expected.keys()), term
         for name in expected:
             assert expected[name].abs().sum() > 0, (term, name)
             # float32 sums in another order: entries near zero differ by rounding of the largest
@@ -161,13 +180,15 @@ def test_torchrun_launches_the_command_line(small_data, workdir):
                f"--master_port={free_port()}", os.path.join(REPOSITORY, "run_recbole_kd.py"),
                "-m", "RRD", "-d", "ml-small", f"--data_path={small_data}", "--epochs=1",
                "--state=ERROR", "--show_progress=False", "--teacher_config={'embedding_size': 16}",
-               "--rrd_top_n=50", "--rrd_interesting=5", "--rrd_uninteresting=5"]
+               "--rrd_top_n=50", "--rrd_interesting=5", "--rrd_uninteresting=5",
+               "--kd_chunk_size=32"]
     env = {**os.environ, "PYTHONPATH": REPOSITORY, "OMP_NUM_THREADS": "1"}
     process = subprocess.run(command, cwd=workdir, env=env, capture_output=True, text=True,
                              check=False, timeout=300)
     assert process.returncode == 0, process.stderr[-3000:]
     names = sorted(os.path.basename(p) for p in glob.glob("saved/RRD-*"))
-    assert len(names) == 3 and [n for n in names if n.endswith("-student.pth")], names
+    assert len(names) == 5 and [n for n in names if n.endswith("-student.pth")], names
+    assert len([n for n in names if ".rank" in n]) == 2, names  # each rank's sampler state
 
 
 def test_balanced_blocks_cut_users_into_contiguous_blocks_of_equal_interactions():
@@ -189,6 +210,9 @@ def test_each_rank_trains_on_its_own_users_in_equal_steps(small_data, ranks):
     assert len(set().union(*(s["users"] for s in shards))) == sum(len(s["users"]) for s in shards)
     assert len({len(s["rows"]) for s in shards}) == 1  # the same steps on every rank
     assert all(set(s["rows"].tolist()) == set(s["positions"].tolist()) for s in shards)
-    assert all(len(s["positions"]) <= interactions / ranks * 1.1 for s in shards)
+    # Blocks of whole chunks, balanced by interactions: within one chunk of an equal share.
+    per_user = interactions_per_user(prepare_run(config).train_data._dataset)
+    largest_chunk = max(np.add.reduceat(per_user, np.arange(0, len(per_user), 32)))
+    assert all(len(s["positions"]) <= interactions / ranks + largest_chunk for s in shards)
     assert shards[0]["batches"][0] == 512 // ranks
     assert len({tuple(s["batches"]) for s in shards}) == 1

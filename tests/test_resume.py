@@ -247,10 +247,13 @@ def test_each_validation_writes_a_resume_point_then_calls_back(small_data, saved
 
 
 def test_resume_point_rng_state_by_rank_refuses_another_number_of_processes(monkeypatch):
-    two_ranks = {"by_rank": {"rng": [{"torch": 1}, {"torch": 2}], "extra_state": [{}, {}]}}
+    two_ranks = {"by_rank": {"rng": [{"torch": 1}, {"torch": 2}]}, "epoch": 3}
     with pytest.raises(CheckpointError, match="run of 2 process.*this run has 1"):
         rank_state(two_ranks, "RRD-last.pth")
     assert rank_state({"rng": {"torch": 3}}, "RRD-last.pth") == ({"torch": 3}, {})
     monkeypatch.setattr(distributed, "world_size", lambda: 2)  # a one-process point, two ranks
     with pytest.raises(CheckpointError, match="run of 1 process.*this run has 2"):
         rank_state({"rng": {"torch": 3}}, "RRD-last.pth")
+    # The right number of processes, but a rank's sampler file is gone: named, with the fix.
+    with pytest.raises(CheckpointError, match=r"rank 0, 'RRD-last.rank0.epoch3.pth', which is"):
+        rank_state(two_ranks, "RRD-last.pth")

@@ -12,7 +12,7 @@ from recbole.model.abstract_recommender import GeneralRecommender
 from recbole.utils import InputType
 from torch import Tensor, nn
 
-from recbole_kd import checkpoint
+from recbole_kd import checkpoint, sharding
 from recbole_kd.model.backbone import (
     Backbone,
     check_general_model,
@@ -34,6 +34,7 @@ class Distiller(nn.Module):
         self.student_net, self.teacher_net = model.student_net, model.teacher_net
         self.n_users, self.n_items = model.n_users, model.n_items
         self.positives = model.positives  # training interactions, CSR [n_users, n_items]
+        self.users = model.owned_users  # the users whose state this process keeps
 
     def prepare(self) -> None:
         """One-time work that needs the trained teacher (caches, top-N lists)."""
@@ -89,6 +90,9 @@ class KnowledgeDistillationModel(GeneralRecommender):
         self.student_net = Backbone(self.student)
         self.teacher_net = Backbone(self.teacher)
         self.positives = dataset.inter_matrix(form="csr")
+        # The block of users this process trains on: every user, or its rank's (whole chunks of
+        # kd_chunk_size users); per-user state is kept for those alone.
+        self.owned_users = sharding.owned_users(dataset, config["kd_chunk_size"])
         self.distillers = nn.ModuleList()
         self._prepared = False
 

@@ -69,7 +69,8 @@ class BD(KnowledgeDistillationModel):
         if self.sampler is None:
             device = self.student_net.device
             self.sampler = RankDiscrepancySampler(
-                self.positives, self.n_items, device=device, **self.sampler_args
+                self.positives, self.n_items, device=device, users=self.owned_users,
+                **self.sampler_args
             )
         return self.sampler
 

@@ -14,6 +14,7 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
+from recbole_kd import distributed
 from recbole_kd.model.base import KnowledgeDistillationModel
 from recbole_kd.model.expert_distiller import ExpertDistiller
 
@@ -22,7 +23,7 @@ class DEDistiller(ExpertDistiller):
     """The DE term: lambda_DE * [L(users) + 0.5 (L(positive items) + L(negative items))] / B.
 
     Each L sums the reconstruction error over the batch's unique entities, as the reference
-    does; dividing by the batch size B puts the term on the scale of RecBole's mean base loss,
+    does (over ranks, an item held by several ranks' shares of the batch is counted once); dividing by the batch size B puts the term on the scale of RecBole's mean base loss,
     so the published lambda_DE keeps its meaning relative to the base loss.
     """
 
@@ -38,9 +39,13 @@ class DEDistiller(ExpertDistiller):
         users, pos_items, neg_items = user.unique(), pos.unique(), neg.unique()
         items = torch.cat([pos_items, neg_items])
         student_users, student_items = self.student_net.representations(users, items)
-        user_loss = self.user_experts(student_users, self.teacher_users[users], self.tau).sum()
+        user_loss = self.user_experts(student_users, self.teacher_user_rows(users), self.tau).sum()
         item_loss = self.item_experts(student_items, self.teacher_items[items], self.tau)
         pos_loss, neg_loss = item_loss.split([len(pos_items), len(neg_items)])
+        # Ranks' shares of a batch may hold the same item: each holder takes its share of the
+        # item's term, so that the sum over ranks counts every item of the batch once.
+        pos_holders, neg_holders = distributed.rank_counts([pos_items, neg_items], self.n_items)
+        pos_loss, neg_loss = pos_loss / pos_holders, neg_loss / neg_holders
         total = user_loss + 0.5 * (pos_loss.sum() + neg_loss.sum())
         return self.weight * total / len(user)
 

@@ -8,6 +8,7 @@ from torch import Tensor
 
 from recbole_kd.model.base import Distiller, KnowledgeDistillationModel
 from recbole_kd.model.layers import DistillationExperts
+from recbole_kd.model.sampler.positives import check_rows
 
 
 class ExpertDistiller(Distiller):
@@ -31,11 +32,18 @@ class ExpertDistiller(Distiller):
         self.teacher_items: Tensor | None = None
 
     def prepare(self) -> None:
-        # The teacher is frozen: its representations are computed once, not in every batch.
+        # The teacher is frozen: its representations are computed once, not in every batch; the
+        # users' for this process's block of users alone, the items' for every item.
         device = self.teacher_net.device
-        users = torch.arange(self.n_users, device=device)
+        users = torch.arange(self.users.start, self.users.stop, device=device)
         items = torch.arange(self.n_items, device=device)
         self.teacher_users, self.teacher_items = self.teacher_net.representations(users, items)
+
+    def teacher_user_rows(self, users: Tensor) -> Tensor:
+        """The teacher's representations of ``users`` (of this process's block)."""
+        rows = users - self.users.start
+        check_rows(rows, self.users, self.n_users)
+        return self.teacher_users[rows]
 
     def on_epoch_start(self, epoch: int) -> None:
         progress = min(max(epoch - self.delay, 0) / self.anneal_epochs, 1.0)

@@ -77,7 +77,7 @@ class HTDDistiller(ExpertDistiller):
     def forward(self, user: Tensor, pos: Tensor, neg: Tensor) -> Tensor:
         users, items = user.unique(), torch.cat([pos, neg]).unique()
         student_users, student_items = self.student_net.representations(users, items)
-        teacher_users, teacher_items = self.teacher_users[users], self.teacher_items[items]
+        teacher_users, teacher_items = self.teacher_user_rows(users), self.teacher_items[items]
         assignment = (
             self.user_experts(student_users, teacher_users, self.tau).sum()
             + self.item_experts(student_items, teacher_items, self.tau).sum()

@@ -24,8 +24,9 @@ from recbole_kd.model.sampler.relaxed_ranking import RelaxedRankingSampler, teac
 class RRDDistiller(Distiller):
     """The RRD term: lambda_RRD * sum over the batch's unique users of L_RRD(u), divided by B.
 
-    The teacher's top-N list is computed once; interesting and uninteresting items are redrawn at
-    the start of every epoch.
+    The teacher's top-N list is computed once, for the users this process trains on (its rank's
+    in a distributed run); interesting and uninteresting items are redrawn at the start of every
+    epoch.
     """
 
     name = "rrd_loss"
@@ -41,7 +42,7 @@ class RRDDistiller(Distiller):
         self.sampler: RelaxedRankingSampler | None = None
         self._pending_state: dict | None = None  # sampler state from a checkpoint
 
-    # The sampler's random state travels in the model's state_dict, so a resumed run draws what
+    # The sampler's epoch count travels in the model's state_dict, so a resumed run draws what
     # the uninterrupted one would have drawn.
     def get_extra_state(self) -> dict | None:
         return None if self.sampler is None else self.sampler.state_dict()
@@ -55,7 +56,7 @@ class RRDDistiller(Distiller):
         start = time.perf_counter()
         top_n = teacher_top_n(
             self.teacher_net.all_item_scores, self.positives, c["rrd_top_n"],
-            c["kd_chunk_size"], device, show_progress=c["show_progress"],
+            c["kd_chunk_size"], device, show_progress=c["show_progress"], users=self.users,
         )
         self.top_n_seconds = time.perf_counter() - start
         getLogger().info(f"RRD teacher top-{c['rrd_top_n']} lists: {self.top_n_seconds:.2f}s")
@@ -64,7 +65,7 @@ class RRDDistiller(Distiller):
         self.sampler = RelaxedRankingSampler(
             top_n, self.positives, self.n_items, c["rrd_interesting"], c["rrd_uninteresting"],
             temperature=c["rrd_temperature"], subsample=c["rrd_subsample"], seed=c["seed"],
-            device=device, chunk_size=c["kd_chunk_size"],
+            device=device, chunk_size=c["kd_chunk_size"], users=self.users,
         )
         if state is not None:
             self.sampler.load_state_dict(state)

@@ -8,6 +8,7 @@ parameters, reduces metrics exactly and lets rank 0 alone write files.
 
 from __future__ import annotations
 
+import os
 from functools import partial
 
 import numpy as np
@@ -16,7 +17,7 @@ from recbole.evaluator import Evaluator
 from recbole.evaluator.base_metric import TopkMetric
 from torch.nn.parallel import DistributedDataParallel
 
-from recbole_kd import distributed
+from recbole_kd import checkpoint, distributed
 from recbole_kd.errors import KDConfigError
 from recbole_kd.trainer.kd_trainer import extra_states
 
@@ -92,9 +93,17 @@ class DistributedTraining:
         distributed.barrier()
 
     def _save_resume_point(self, epoch: int) -> None:
-        # Ranks draw their own negatives and batches: each one's streams are kept.
-        by_rank = {"rng": distributed.all_gather_object(self.rng_state()),
-                   "extra_state": distributed.all_gather_object(extra_states(self.model))}
+        # Each rank keeps the samplers' states of its own users in a file of its own; rank 0's
+        # resume point holds every rank's random streams and names the epoch of those files.
+        # Files of the previous epoch go once the new resume point is on disk: a kill at any
+        # moment leaves a resume point whose rank files exist.
+        rank_file = checkpoint.rank_file(self.resume_file, distributed.rank(), epoch)
+        checkpoint.atomic_save({"epoch": epoch, "extra_state": extra_states(self.model)},
+                               rank_file)
+        by_rank = {"rng": distributed.all_gather_object(self.rng_state())}  # after every save
         if distributed.is_main():
             super()._save_resume_point(epoch, by_rank=by_rank)
         distributed.barrier()
+        for old in checkpoint.rank_files(self.resume_file, distributed.rank()):
+            if old != rank_file:
+                os.remove(old)

@@ -33,13 +33,23 @@ def extra_states(model: torch.nn.Module) -> dict:
 
 def rank_state(saved: dict, path: str) -> tuple[dict, dict]:
     """(random states, sampler states) of this rank in a resume point, refused when it was
-    written by a run with another number of processes (its random streams would not continue)."""
-    by_rank = saved.get("by_rank") or {"rng": [saved["rng"]], "extra_state": [{}]}
+    written by a run with another number of processes (its random streams would not continue).
+    A distributed run's sampler states are in each rank's file beside the resume point."""
+    by_rank = saved.get("by_rank") or {"rng": [saved["rng"]]}
     if len(by_rank["rng"]) != distributed.world_size():
         raise CheckpointError(
             f"kd_resume '{path}' was written by a run of {len(by_rank['rng'])} process(es); this "
             f"run has {distributed.world_size()}: resume it with the same number of processes.")
-    return by_rank["rng"][distributed.rank()], by_rank["extra_state"][distributed.rank()]
+    rng = by_rank["rng"][distributed.rank()]
+    if "by_rank" not in saved:
+        return rng, {}
+    shard = checkpoint.rank_file(path, distributed.rank(), saved["epoch"])
+    if not os.path.isfile(shard):
+        raise CheckpointError(
+            f"kd_resume '{path}' needs the sampler state of rank {distributed.rank()}, "
+            f"'{shard}', which is missing: keep the resume point's .rank<r>.epoch<e>.pth files "
+            "beside it.")
+    return rng, torch.load(shard, map_location="cpu", weights_only=False)["extra_state"]
 
 
 class KDTrainer(Trainer):
@@ -172,10 +182,14 @@ class KDTrainer(Trainer):
 
     def _save_resume_point(self, epoch: int, by_rank: dict | None = None) -> None:
         """Everything needed to continue after ``epoch`` exactly as if never stopped; in a
-        distributed run, every rank's random and sampler states (``by_rank``: lists by rank)."""
+        distributed run, every rank's random states (``by_rank``: lists by rank), each rank's
+        sampler states being in its own file."""
         rng = {"by_rank": by_rank} if by_rank else {"rng": self.rng_state()}
+        weights = self.model.state_dict()
+        if by_rank:  # the samplers' states are in each rank's own file
+            weights = {k: v for k, v in weights.items() if k not in extra_states(self.model)}
         state = checkpoint.make(
-            "resume", self.config, self.model.state_dict(), self.model.other_parameter(),
+            "resume", self.config, weights, self.model.other_parameter(),
             epoch=epoch, cur_step=self.cur_step, best_valid_score=self.best_valid_score,
             saved_model_file=self.saved_model_file, **rng, **self._resume_fields(),
         )

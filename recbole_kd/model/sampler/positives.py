@@ -3,12 +3,14 @@
 Conventions (RecBole): user 0 and item 0 are padding. Training positives come as
 ``dataset.inter_matrix(form="csr")`` of shape [n_users, n_items]; its stored entries (whatever
 their values) are the positives. Work runs in chunks of users on the samplers' device, so
-temporaries stay O(chunk_size x n_items); random draws go through a ``torch.Generator`` owned by
-the sampler, whose state is checkpointed.
+temporaries stay O(chunk_size x n_items). A sampler may hold state for a block of users only
+(a rank's, see :mod:`recbole_kd.sharding`): such blocks are whole chunks, and each chunk draws
+from a generator of its own (:func:`chunk_generator`), so draws do not depend on the blocks.
 """
 
 from __future__ import annotations
 
+import zlib
 from collections.abc import Callable, Iterable
 
 import numpy as np
@@ -31,17 +33,45 @@ def make_generator(seed: int, device: torch.device | str) -> torch.Generator:
     return generator
 
 
+def chunk_generator(
+    seed: int, purpose: str, step: int, chunk: int, device: torch.device | str
+) -> torch.Generator:
+    """The random stream of one chunk of users for one ``purpose`` (e.g. "rrd") at one ``step``
+    (epoch or refresh): independent of the other chunks, whichever process draws it."""
+    words = [seed % 2**32, zlib.crc32(purpose.encode()), step, chunk]
+    state = np.random.SeedSequence(words).generate_state(2, dtype=np.uint64)
+    return make_generator(int(state[0] >> np.uint64(1)), device)
+
+
 def user_chunks(
-    n_users: int, chunk_size: int, device: torch.device, progress: str | None = None
+    users: int | range, chunk_size: int, device: torch.device, progress: str | None = None
 ) -> Iterable[Tensor]:
-    """Consecutive user ids 0..n_users-1 split into LongTensors of at most ``chunk_size`` ids;
-    with ``progress`` (a label), shown as a tqdm bar."""
+    """User ids ``range(users)`` (or the ``range``) split into LongTensors of at most
+    ``chunk_size`` consecutive ids; with ``progress`` (a label), shown as a tqdm bar."""
     if chunk_size < 1:
         raise KDConfigError(f"kd_chunk_size must be >= 1, got {chunk_size}")
-    chunks = torch.arange(n_users, device=device).split(chunk_size)
+    users = range(users) if isinstance(users, int) else users
+    chunks = torch.arange(users.start, users.stop, device=device).split(chunk_size)
     if progress:
         return tqdm(chunks, desc=set_color(progress, "pink"), ncols=100)
     return chunks
+
+
+def chunk_index(users: Tensor, chunk_size: int) -> int:
+    """Which chunk of ``chunk_size`` ids the chunk ``users`` (from :func:`user_chunks` over a
+    block of whole chunks) is: the key of its random stream."""
+    return int(users[0]) // chunk_size
+
+
+def check_rows(rows: Tensor, users: range, n_users: int) -> None:
+    """Refuse ``rows`` (user ids minus ``users.start``) of users outside the block ``users``
+    that a sampler holds (in a distributed run, another rank's users). A block of all
+    ``n_users`` users is not checked: a batch's users are always in it, and the check would
+    cost a device sync per batch."""
+    if len(users) == n_users or not len(rows):
+        return
+    if not (0 <= int(rows.min()) and int(rows.max()) < len(users)):
+        raise RuntimeError(f"asked for users outside {users}, the block this sampler holds")
 
 
 def csr_entries(indptr: Tensor, users: Tensor) -> tuple[Tensor, Tensor]:

@@ -22,8 +22,10 @@ from recbole_kd.kernels.sort import sort_keys, stable_row_order
 from recbole_kd.model.sampler.positives import (
     PositiveRows,
     ScoreFn,
+    check_rows,
+    chunk_generator,
+    chunk_index,
     fill_cells,
-    make_generator,
     user_chunks,
 )
 
@@ -127,9 +129,14 @@ class RankDiscrepancySampler:
     ``refresh()`` draws, for each user u and each direction, |I_u| x items_per_positive x epochs
     items with replacement from the direction's weights and stores them in flat pools:
     ``pool_student`` / ``pool_teacher`` (int32, or int64 beyond 2^31 items) hold user u's draws at
-    ``offsets[u]:offsets[u + 1]`` (``offsets`` LongTensor [n_users + 1]). ``next_items(users)``
-    hands them out in order, advancing ``pointers`` (LongTensor [n_users], draws consumed since the
-    refresh) and wrapping around if a user asks for more than was planned.
+    ``offsets[r]:offsets[r + 1]``, r = u - ``users.start`` (``offsets`` LongTensor
+    [len(users) + 1]). ``next_items(users)`` hands them out in order, advancing ``pointers``
+    (LongTensor [len(users)], draws consumed since the refresh) and wrapping around if a user asks
+    for more than was planned.
+
+    The sampler holds the pools of the block ``users`` (every user by default; a rank's in a
+    distributed run). Each chunk of ``chunk_size`` users draws from its own stream, seeded by
+    (``seed``, refresh, chunk), so a user's draws do not depend on which block holds it.
 
     Eligible items are those that are neither item 0 nor, with ``positives_mode="exclude"``, a
     training positive of the user. With ``positives_mode="score_zero"`` (a quirk of the reference
@@ -150,6 +157,7 @@ class RankDiscrepancySampler:
         seed: int = 0,
         device: torch.device | str = "cpu",
         chunk_size: int = 1024,
+        users: range | None = None,
     ) -> None:
         if convention not in CONVENTIONS:
             raise KDConfigError(f"convention must be one of {CONVENTIONS}, got {convention!r}")
@@ -169,8 +177,9 @@ class RankDiscrepancySampler:
         self.positives_mode = positives_mode
         self.items_per_positive = items_per_positive
         self.chunk_size = chunk_size
-        self.generator = make_generator(seed, self.device)
-        n_users = self.positives.shape[0]
+        self.seed = seed
+        self.users = range(self.positives.shape[0]) if users is None else users
+        n_users = len(self.users)
         self._pool_dtype = torch.int32 if n_items <= torch.iinfo(torch.int32).max else torch.int64
         self.offsets = torch.zeros(n_users + 1, dtype=torch.long, device=self.device)
         self.pool_student = torch.zeros(0, dtype=self._pool_dtype, device=self.device)
@@ -196,18 +205,21 @@ class RankDiscrepancySampler:
         if epochs < 1:
             raise KDConfigError(f"epochs must be >= 1, got {epochs}")
         start = time.perf_counter()
-        need = self.positives.counts * (self.items_per_positive * epochs)
+        first = self.users.start
+        need = self.positives.counts[first:self.users.stop] * (self.items_per_positive * epochs)
         offsets_tensor = torch.cat([need.new_zeros(1), torch.cumsum(need, dim=0)])
         offsets = offsets_tensor.tolist()  # chunk boundaries as Python ints, one device sync
         pools = [
             torch.empty(offsets[-1], dtype=self._pool_dtype, device=self.device) for _ in range(2)
         ]
         progress = "BD rank refresh" if show_progress else None
-        for users in user_chunks(self.positives.shape[0], self.chunk_size, self.device, progress):
-            lo, hi = offsets[int(users[0])], offsets[int(users[-1]) + 1]
+        for users in user_chunks(self.users, self.chunk_size, self.device, progress):
+            lo, hi = offsets[int(users[0]) - first], offsets[int(users[-1]) - first + 1]
             weights = self._weights(users, teacher_score_fn, student_score_fn)
+            generator = chunk_generator(self.seed, "bd", self.n_refreshes,
+                                        chunk_index(users, self.chunk_size), self.device)
             for pool, weight in zip(pools, weights):
-                pool[lo:hi] = self._draw(weight, need[users])
+                pool[lo:hi] = self._draw(weight, need[users - first], generator)
         self.offsets, (self.pool_student, self.pool_teacher) = offsets_tensor, pools
         self.pointers.zero_()
         self.n_refreshes += 1
@@ -241,7 +253,7 @@ class RankDiscrepancySampler:
             w_to_student.view(-1).index_fill_(0, excluded, 0.0)
         return w_to_student, w_to_teacher
 
-    def _draw(self, weights: Tensor, need: Tensor) -> Tensor:
+    def _draw(self, weights: Tensor, need: Tensor, generator: torch.Generator) -> Tensor:
         """Flat draws: need[c] draws of row c from ``weights`` [C, I], row after row.
 
         One multinomial call per group of rows whose need has the same bit length: a call draws
@@ -261,7 +273,7 @@ class RankDiscrepancySampler:
             rows = torch.nonzero(bit_length == length).squeeze(1)
             most = int(need[rows].max())
             draws = torch.multinomial(
-                weights[rows], most, replacement=True, generator=self.generator
+                weights[rows], most, replacement=True, generator=generator
             )
             column = torch.arange(most, device=self.device)
             keep = column < need[rows, None]
@@ -278,21 +290,22 @@ class RankDiscrepancySampler:
             (student-direction items, teacher-direction items), LongTensor [B] each.
         """
         users = users.to(self.device, torch.long)
-        starts = self.offsets[users]
-        sizes = self.offsets[users + 1] - starts
+        rows = users - self.users.start
+        check_rows(rows, self.users, self.positives.shape[0])
+        starts = self.offsets[rows]
+        sizes = self.offsets[rows + 1] - starts
         if bool((sizes == 0).any()):
             raise KDConfigError(
                 "next_items() got a user without BD draws: call refresh() first; users without "
                 "training positives have none"
             )
-        slots = starts + (self.pointers[users] + occurrence_index(users)) % sizes
-        self.pointers.index_add_(0, users, torch.ones_like(users))
+        slots = starts + (self.pointers[rows] + occurrence_index(rows)) % sizes
+        self.pointers.index_add_(0, rows, torch.ones_like(rows))
         return self.pool_student[slots].long(), self.pool_teacher[slots].long()
 
     def state_dict(self) -> dict:
-        """Generator state, pools, offsets and pointers: enough to continue a run identically."""
+        """Pools, offsets, pointers and the refresh count: enough to continue a run identically."""
         return {
-            "generator": self.generator.get_state(),
             "offsets": self.offsets,
             "pool_student": self.pool_student,
             "pool_teacher": self.pool_teacher,
@@ -301,8 +314,11 @@ class RankDiscrepancySampler:
         }
 
     def load_state_dict(self, state: dict) -> None:
-        """Restores what :meth:`state_dict` returned (from a sampler on the same device type)."""
-        self.generator.set_state(state["generator"].cpu())
+        """Restores what :meth:`state_dict` returned (by a sampler of the same block of users)."""
+        if len(state["pointers"]) != len(self.users):
+            raise KDConfigError(
+                f"BD sampler state of {len(state['pointers'])} users, but this sampler holds the "
+                f"{len(self.users)} users of {self.users}")
         for key in ("offsets", "pool_student", "pool_teacher", "pointers"):
             setattr(self, key, state[key].to(self.device).clone())
         self.n_refreshes = int(state["n_refreshes"])
