@@ -64,18 +64,28 @@ def test_two_processes_write_one_run_whose_exports_load_in_stock_recbole(model, 
 
 
 @pytest.mark.parametrize("model", ["DERRD", "BD"])
-def test_every_rank_ends_with_the_same_weights(model, small_data):
-    by_rank = distributed.spawn(
-        train_and_gather_weights, 2, -1, "localhost", free_port(), 0,
-        settings(model, small_data), args=(model, "ml-small", None))
-    assert len(by_rank) == 2 and by_rank[0] == by_rank[1]
-    assert any("student" in name for name in by_rank[0])
+def test_every_rank_ends_with_the_same_weights_and_a_rerun_with_them(model, small_data):
+    runs = [distributed.spawn(train_and_gather_weights, 2, -1, "localhost", free_port(), 0,
+                              settings(model, small_data), args=(model, "ml-small", None))
+            for _ in range(2)]
+    for by_rank in runs:
+        assert len(by_rank) == 2 and by_rank[0] == by_rank[1]
+        assert any("student" in name for name in by_rank[0])
+    assert runs[0] == runs[1]  # the same world size and seed: the same weights
 
 
-def test_metrics_over_one_two_and_three_ranks_agree(small_data):
+# The DE-RRD protocol: each held-out item among fixed negatives, which ranks keep for their users.
+FIXED_SAMPLED = {"eval_args": {"split": {"LS": "valid_and_test"}, "order": "RO",
+                               "group_by": "user", "mode": "full"},
+                 "user_inter_num_interval": "[3,inf)", "kd_eval_protocol": "fixed_sampled",
+                 "kd_eval_negatives": 99}
+
+
+@pytest.mark.parametrize("protocol", [{}, FIXED_SAMPLED], ids=["full", "fixed_sampled"])
+def test_metrics_over_one_two_and_three_ranks_agree(small_data, protocol):
     config_dict = {**FAST, "data_path": small_data, "embedding_size": 16, "kd_chunk_size": 32,
                    "metric_decimal_place": 12, "topk": [5, 10, 20],
-                   "metrics": ["Recall", "MRR", "NDCG", "Hit", "Precision", "MAP"]}
+                   "metrics": ["Recall", "MRR", "NDCG", "Hit", "Precision", "MAP"], **protocol}
     config = KDConfig("BPR", "ml-small", config_dict=config_dict)
     init_seed(2020, True)
     model = prepare_run(config).model
