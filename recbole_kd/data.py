@@ -93,8 +93,8 @@ def make_loaders(config: Config, dataset, parts, run_config: Config | None = Non
         valid = get_dataloader(config, "valid")(config, valid_part, valid_sampler, shuffle=False)
         test = get_dataloader(config, "test")(config, test_part, test_sampler, shuffle=False)
     if distributed.is_distributed():
-        chunk_size = (run_config or config)["kd_chunk_size"]
-        train = sharding.train_shard(train, train_part, chunk_size)
-        valid, test = (sharding.evaluation_shard(loader, train_part, chunk_size)
+        blocks = sharding.user_blocks(train_part, (run_config or config)["kd_chunk_size"])
+        train = sharding.train_shard(train, blocks)
+        valid, test = (sharding.evaluation_shard(loader, blocks[distributed.rank()])
                        for loader in (valid, test))
     return train, valid, test

@@ -145,9 +145,7 @@ def all_reduce_sum(tensor: torch.Tensor) -> torch.Tensor:
 
 def rank_counts(id_sets: list[torch.Tensor], size: int) -> list[torch.Tensor]:
     """For each set of distinct ids (each id below ``size``), how many ranks hold each id in
-    their set of the same place in the list: 1 everywhere in a single process."""
-    if not is_distributed():
-        return [torch.ones_like(ids) for ids in id_sets]
+    their set of the same place in the list (1 everywhere in a single process)."""
     marks = torch.zeros((len(id_sets), size), dtype=torch.int32, device=id_sets[0].device)
     for row, ids in enumerate(id_sets):
         marks[row, ids] = 1

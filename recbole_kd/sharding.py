@@ -5,9 +5,10 @@ consecutive user ids and balanced by training interactions. A rank's loaders hol
 rows, and its samplers keep state (top-N lists, draw pools, candidates) for its users only; the
 random draws of a chunk come from a stream of its own (see
 :func:`recbole_kd.model.sampler.positives.chunk_generator`), so they do not depend on how many
-ranks share the users. In training every rank takes the same number of steps (a shorter shard repeats its own interactions,
-as PyTorch's DistributedSampler pads), each of ``train_batch_size / world_size`` interactions,
-so that DDP's average of the ranks' gradients is the gradient of the whole batch. Evaluation
+ranks share the users. In training every rank takes the same number of steps (a shorter shard
+repeats its own interactions, as PyTorch's DistributedSampler pads), each of
+``train_batch_size / world_size`` interactions, so that DDP's average of the ranks' gradients is
+the gradient of the whole batch. Evaluation
 blocks hold every user once, none repeated. A sharded loader is still an instance of its RecBole
 class, which RecBole's trainer checks to choose how to train and evaluate.
 """
@@ -57,13 +58,17 @@ def interactions_per_user(dataset) -> np.ndarray:
     return np.bincount(users, minlength=dataset.user_num)
 
 
+def user_blocks(dataset, chunk_size: int) -> list[range]:
+    """Every rank's users of ``dataset`` (the training part), in whole chunks of ``chunk_size``
+    (``kd_chunk_size``), by rank."""
+    return chunk_blocks(interactions_per_user(dataset), chunk_size, distributed.world_size())
+
+
 def owned_users(dataset, chunk_size: int) -> range:
-    """This rank's users of ``dataset`` (the training part), in whole chunks of ``chunk_size``
-    (``kd_chunk_size``): all of them in one process."""
+    """This rank's users of ``dataset`` (the training part): all of them in one process."""
     if distributed.world_size() == 1:
         return range(dataset.user_num)
-    blocks = chunk_blocks(interactions_per_user(dataset), chunk_size, distributed.world_size())
-    return blocks[distributed.rank()]
+    return user_blocks(dataset, chunk_size)[distributed.rank()]
 
 
 class TrainShard:
@@ -123,9 +128,12 @@ def _sharded(mixin: type, loader, **fields):
 
 
 def row_users(loader) -> np.ndarray:
-    """The user of each row of a training loader: of each interaction, or each user's own."""
+    """The user of each row of a loader: of each interaction, or each user's own."""
     if hasattr(loader, "user_list"):  # RecBole's UserDataLoader (CDAE and other row models)
         return loader.user_list[loader.uid_field].numpy()
+    uid_list = getattr(loader, "uid_list", None)  # evaluation loaders with a row per user
+    if uid_list is not None and len(uid_list) == loader.sample_size:
+        return np.asarray(uid_list, dtype=np.int64)
     dataset = loader._dataset
     return dataset.inter_feat[dataset.uid_field].numpy()
 
@@ -134,23 +142,17 @@ def _rows_in(users: np.ndarray, block: range) -> np.ndarray:
     return np.flatnonzero((users >= block.start) & (users < block.stop))
 
 
-def train_shard(loader, dataset, chunk_size: int):
-    """``loader`` (a training loader) restricted to this rank's users of ``dataset`` (the
-    training part), in batches of its batch size divided among the ranks."""
+def train_shard(loader, blocks: list[range]):
+    """``loader`` (a training loader) restricted to this rank's users (``blocks``: every rank's,
+    from :func:`user_blocks`), in batches of its batch size divided among the ranks."""
     users = row_users(loader)
-    blocks = chunk_blocks(interactions_per_user(dataset), chunk_size, distributed.world_size())
     rows = [_rows_in(users, block) for block in blocks]
     return _sharded(TrainShard, loader, positions=rows[distributed.rank()],
                     epoch_length=max(map(len, rows)),
                     step=max(1, loader.step // distributed.world_size()))
 
 
-def evaluation_shard(loader, dataset, chunk_size: int):
-    """``loader`` (an evaluation loader) restricted to this rank's users of ``dataset`` (the
-    training part): the users whose state (candidates) the rank keeps."""
-    if getattr(loader, "uid_list", None) is not None and len(loader.uid_list) == loader.sample_size:
-        users = np.asarray(loader.uid_list, dtype=np.int64)  # a row per user
-    else:  # a row per interaction (sampled evaluation without negatives)
-        users = np.asarray(loader._dataset.inter_feat[loader._dataset.uid_field], dtype=np.int64)
-    positions = _rows_in(users, owned_users(dataset, chunk_size))
-    return _sharded(EvaluationShard, loader, positions=positions)
+def evaluation_shard(loader, block: range):
+    """``loader`` (an evaluation loader) restricted to this rank's users ``block``: the users
+    whose state (candidates) the rank keeps."""
+    return _sharded(EvaluationShard, loader, positions=_rows_in(row_users(loader), block))

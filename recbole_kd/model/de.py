@@ -23,8 +23,9 @@ class DEDistiller(ExpertDistiller):
     """The DE term: lambda_DE * [L(users) + 0.5 (L(positive items) + L(negative items))] / B.
 
     Each L sums the reconstruction error over the batch's unique entities, as the reference
-    does (over ranks, an item held by several ranks' shares of the batch is counted once); dividing by the batch size B puts the term on the scale of RecBole's mean base loss,
-    so the published lambda_DE keeps its meaning relative to the base loss.
+    does (over ranks, an item held by several ranks' shares of the batch is counted once);
+    dividing by the batch size B puts the term on the scale of RecBole's mean base loss, so the
+    published lambda_DE keeps its meaning relative to the base loss.
     """
 
     name = "de_loss"
@@ -42,10 +43,11 @@ class DEDistiller(ExpertDistiller):
         user_loss = self.user_experts(student_users, self.teacher_user_rows(users), self.tau).sum()
         item_loss = self.item_experts(student_items, self.teacher_items[items], self.tau)
         pos_loss, neg_loss = item_loss.split([len(pos_items), len(neg_items)])
-        # Ranks' shares of a batch may hold the same item: each holder takes its share of the
-        # item's term, so that the sum over ranks counts every item of the batch once.
-        pos_holders, neg_holders = distributed.rank_counts([pos_items, neg_items], self.n_items)
-        pos_loss, neg_loss = pos_loss / pos_holders, neg_loss / neg_holders
+        if distributed.is_distributed():
+            # Ranks' shares of a batch may hold the same item: each holder takes its share of
+            # the item's term, so that the sum over ranks counts every item of the batch once.
+            holders = distributed.rank_counts([pos_items, neg_items], self.n_items)
+            pos_loss, neg_loss = pos_loss / holders[0], neg_loss / holders[1]
         total = user_loss + 0.5 * (pos_loss.sum() + neg_loss.sum())
         return self.weight * total / len(user)
 

@@ -25,10 +25,15 @@ def check_finite(losses, names: list[str]) -> None:
             )
 
 
+def is_extra_state(key: str) -> bool:
+    """Whether ``key`` of a model's state_dict holds a sampler's state: what may differ between
+    ranks (the weights never do)."""
+    return key.endswith("_extra_state")
+
+
 def extra_states(model: torch.nn.Module) -> dict:
-    """The samplers' states in ``model``'s state_dict: what may differ between ranks (the
-    weights never do)."""
-    return {k: v for k, v in model.state_dict().items() if k.endswith("_extra_state")}
+    """The samplers' states in ``model``'s state_dict."""
+    return {k: v for k, v in model.state_dict().items() if is_extra_state(k)}
 
 
 def rank_state(saved: dict, path: str) -> tuple[dict, dict]:
@@ -187,7 +192,7 @@ class KDTrainer(Trainer):
         rng = {"by_rank": by_rank} if by_rank else {"rng": self.rng_state()}
         weights = self.model.state_dict()
         if by_rank:  # the samplers' states are in each rank's own file
-            weights = {k: v for k, v in weights.items() if k not in extra_states(self.model)}
+            weights = {k: v for k, v in weights.items() if not is_extra_state(k)}
         state = checkpoint.make(
             "resume", self.config, weights, self.model.other_parameter(),
             epoch=epoch, cur_step=self.cur_step, best_valid_score=self.best_valid_score,
