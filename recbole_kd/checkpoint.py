@@ -19,6 +19,7 @@ plain process. This module imports nothing from the package but its error classe
 from __future__ import annotations
 
 import glob
+import hashlib
 import itertools
 import os
 from typing import Any
@@ -65,6 +66,22 @@ def make(kind: str, config, state_dict: dict, other_parameter: Any = None, epoch
         **fields,
         "recbole_kd": {"format": FORMAT, "kind": kind},
     }
+
+
+def weights_fingerprint(state_dict: dict) -> str:
+    """A hash of a state_dict's names, shapes, dtypes and values: the identity of a model's
+    weights, wherever they were read from."""
+    digest = hashlib.sha1()
+    for key in sorted(state_dict):
+        value = state_dict[key]
+        digest.update(key.encode())
+        if torch.is_tensor(value):
+            value = value.detach().cpu().contiguous().reshape(-1)
+            digest.update(f"{value.dtype}{tuple(state_dict[key].shape)}".encode())
+            digest.update(value.view(torch.uint8).numpy().tobytes())
+        else:
+            digest.update(repr(value).encode())
+    return digest.hexdigest()[:16]
 
 
 def atomic_save(state: dict, path: str) -> str:

@@ -66,7 +66,7 @@ class Pretrained:
     role: str  # "teacher" or "student" (BD's student warm-up)
     model: str  # RecBole model name
     config: dict  # its hyper-parameters (overrides of the model's RecBole defaults)
-    state_dict: dict
+    state_dict: dict | None  # dropped once loaded into the model and tested (take_pretrained_states)
     path: str  # the checkpoint it came from
 
 

@@ -43,6 +43,13 @@ class RunState:
     def loaders(self) -> tuple:
         return self.train_data, self.valid_data, self.test_data
 
+    def take_pretrained_states(self) -> dict[str, dict]:
+        """The weights of the models trained before distillation, by role, dropped from here."""
+        states = {role: spec.state_dict for role, spec in self.pretrained.items()}
+        for spec in self.pretrained.values():
+            spec.state_dict = None
+        return states
+
 
 def pretrained_roles(config: KDConfig, model_class: type) -> list[str]:
     """The roles trained or loaded before distillation: the method's, and with
@@ -117,6 +124,11 @@ def train_and_test(config: KDConfig, saved: bool = True, verbose: bool = True) -
     trainer = create_trainer(config, model, run.loaders)
     if resume_point is not None:
         trainer.resume_from(resume_point)
+    # The models trained alone are fixed: tested now, their weights need not be kept (a
+    # released teacher then lives in its checkpoint alone).
+    alone = {}
+    if is_kd_model(config["model"]):
+        alone = trainer.evaluate_alone(run.test_data, run.take_pretrained_states())
     best_valid_score, _ = trainer.fit(
         run.train_data, run.valid_data, verbose=verbose, saved=saved,
         show_progress=config["show_progress"],
@@ -139,8 +151,6 @@ def train_and_test(config: KDConfig, saved: bool = True, verbose: bool = True) -
     if "teacher" in tests:
         result["teacher_best_valid_result"] = valids["teacher"]
         result["teacher_test_result"] = tests["teacher"]
-    alone = trainer.evaluate_alone(
-        run.test_data, {role: spec.state_dict for role, spec in run.pretrained.items()})
     result.update({f"{role}_alone_test_result": value for role, value in alone.items()})
     logger.info(format_summary(config, result))
     if saved:

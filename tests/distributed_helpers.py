@@ -3,8 +3,10 @@ import them), and the free port they meet on."""
 
 from __future__ import annotations
 
+import gc
 import hashlib
 import socket
+import weakref
 
 import torch
 from recbole.utils import init_seed
@@ -28,13 +30,18 @@ def weight_digests(module: torch.nn.Module) -> dict[str, str]:
 
 
 def train_and_gather_weights(model, dataset, config_file_list, config_dict) -> list[dict]:
-    """Train ``model`` on this rank; every rank's final weights' digests, by rank."""
+    """Train ``model`` on this rank; every rank's final weights' digests, by rank, with
+    ``teacher_freed``: whether a released teacher's weights are gone from memory (under DDP)."""
     config = KDConfig(model, dataset, config_file_list, config_dict)
     init_seed(config["seed"], config["reproducibility"])
     run = prepare_run(config)
+    run.take_pretrained_states()
+    teacher_weight = weakref.ref(next(run.model.teacher.parameters()))
     trainer = create_trainer(config, run.model, run.loaders)
     trainer.fit(run.train_data, run.valid_data, verbose=False, saved=False)
-    return distributed.all_gather_object(weight_digests(run.model))
+    gc.collect()
+    freed = run.model.teacher is None and teacher_weight() is None
+    return distributed.all_gather_object({**weight_digests(run.model), "teacher_freed": freed})
 
 
 def evaluate_weights(model, dataset, config_file_list, config_dict, state_file: str) -> dict:

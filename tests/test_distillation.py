@@ -9,6 +9,7 @@ import pytest
 import torch
 from recbole.utils import init_logger
 
+from recbole_kd.model.backbone import Backbone
 from tests.conftest import build, make_config, pair_overrides, trainer_for
 
 BACKBONES = ("BPR", "LightGCN", "NeuMF")
@@ -20,7 +21,8 @@ def train_one_epoch(model_name: str, small_data: str, **overrides):
     config = make_config(model_name, small_data, **overrides)
     init_logger(config)
     train_data, valid_data, _, model = build(config)
-    teacher_before = {k: v.clone() for k, v in model.teacher.state_dict().items()}
+    # (teacher, its weights): kept here, as the model releases its teacher once prepared.
+    teacher_before = model.teacher, {k: v.clone() for k, v in model.teacher.state_dict().items()}
     student_before = {k: v.clone() for k, v in model.student.state_dict().items()}
     trainer = trainer_for(config, model)
     model.on_epoch_start(0)
@@ -31,16 +33,17 @@ def train_one_epoch(model_name: str, small_data: str, **overrides):
 
 
 def check_trained(model, losses, teacher_before, student_before):
+    teacher, teacher_before = teacher_before
     assert len(losses) == 1 + len(model.distillers)
     for loss in losses:
         assert math.isfinite(loss.item())
     for loss in losses[1:]:
         assert loss.item() > 0, "a distillation term is zero: it teaches nothing"
-    for key, value in model.teacher.state_dict().items():
+    for key, value in teacher.state_dict().items():
         assert torch.equal(value, teacher_before[key]), f"teacher weight {key} changed"
     changed = [not torch.equal(v, student_before[k]) for k, v in model.student.state_dict().items()]
     assert any(changed), "the student did not learn"
-    assert not any(p.requires_grad for p in model.teacher.parameters())
+    assert not any(p.requires_grad for p in teacher.parameters())
 
 
 @pytest.mark.parametrize("teacher,student", ALL_PAIRS)
@@ -94,14 +97,23 @@ def kd_trainer(model_name: str, small_data: str, **overrides):
     return trainer, next(iter(train_data))
 
 
-def kd_run(model_name: str, small_data: str, **overrides):
-    """(trainer whose model has started epoch 0, train loader, validation loader)."""
+def kd_run(model_name: str, small_data: str, *, started: bool = True, **overrides):
+    """(trainer whose model has started epoch 0 unless not ``started``, train loader,
+    validation loader)."""
     config = make_config(model_name, small_data, **overrides)
     init_logger(config)
     train_data, valid_data, _, model = build(config)
     trainer = trainer_for(config, model)
-    model.on_epoch_start(0)
+    if started:
+        model.on_epoch_start(0)
     return trainer, train_data, valid_data
+
+
+def unprepared(model_name: str, small_data: str):
+    """A ``model_name`` model with its teacher, before its first epoch (which may release it)."""
+    config = make_config(model_name, small_data)
+    init_logger(config)
+    return build(config)[3]
 
 
 def triples(model, batch):
@@ -151,7 +163,7 @@ def test_de_needs_representations_and_rrd_does_not(small_data):
 def test_expert_temperature_waits_for_the_delay_then_decays_geometrically(small_data):
     from recbole_kd.model.expert_distiller import ExpertDistiller
 
-    model, _ = prepared("DE", small_data)
+    model = unprepared("DE", small_data)
     distiller = ExpertDistiller(model, 2, tau_start=0.5, tau_end=0.005, anneal_epochs=2, delay=3)
     assert distiller.tau == 0.5
     taus = []
@@ -173,10 +185,11 @@ def test_de_temperature_anneals_over_its_own_epochs_from_any_start(small_data):
 
 
 def test_de_teacher_representations_are_the_teacher_s_of_every_entity(small_data):
-    model, _ = prepared("DE", small_data)
+    model = unprepared("DE", small_data)
+    teacher = Backbone(model.teacher)
+    model.on_epoch_start(0)
     distiller = model.distillers[0]
-    users, items = model.teacher_net.representations(
-        torch.arange(model.n_users), torch.arange(model.n_items))
+    users, items = teacher.representations(torch.arange(model.n_users), torch.arange(model.n_items))
     assert torch.equal(distiller.teacher_users, users)
     assert torch.equal(distiller.teacher_items, items)
 
@@ -293,7 +306,7 @@ def test_kd_epoch_line_and_tensorboard_name_each_term(small_data, monkeypatch, p
 
 
 def test_evaluate_role_scores_that_model_and_hands_evaluation_back_to_the_student(small_data):
-    trainer, _, valid_data = kd_run("DE", small_data)
+    trainer, _, valid_data = kd_run("DE", small_data, started=False)  # the teacher is there
     model = trainer.model
     seen = []
     full_sort_predict = model.full_sort_predict

@@ -85,6 +85,8 @@ CASES: dict[str, Case] = {
                                    "seed=2020, this command has seed=7"),
     "resume-of-another-model": Case(kd("--kd_resume={last}", model="RRD"),
                                     "model='DERRD', this command has model='RRD'"),
+    "resume-with-another-teacher": Case(kd("--kd_resume={last}", "--teacher_checkpoint={nan}"),
+                                        "distilled another teacher .* set teacher_checkpoint"),
     "resume-from-a-text-file": Case(kd("--kd_resume={text}"), "kd_resume .* could not be read"),
     "resume-from-a-best-model-file": Case(kd("--kd_resume={run}"),
                                           "is a best-model checkpoint, not a resume point"),

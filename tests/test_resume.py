@@ -202,7 +202,14 @@ def test_resume_point_holds_what_resume_from_restores(small_data):
     assert (resumed.start_epoch, resumed.cur_step, resumed.best_valid_score) == (5, 3, 0.25)
     assert resumed.best_valid_result == {"m": 1}
     assert resumed.saved_model_file == trainer.saved_model_file
-    assert_same(resumed.model.state_dict(), trainer.model.state_dict())
+    # DE's teacher was released once prepared: it is in neither the model nor the resume point;
+    # the resumed model has its own (from the run's teacher checkpoint), until it is prepared.
+    assert trainer.model.teacher is None
+    saved = torch.load(trainer.resume_file, weights_only=False)["state_dict"]
+    assert not any(key.startswith("teacher.") for key in saved)
+    without_teacher = {k: v for k, v in resumed.model.state_dict().items()
+                       if not k.startswith("teacher.")}
+    assert_same(without_teacher, trainer.model.state_dict())
     assert_same(resumed.optimizer.state_dict(), trainer.optimizer.state_dict())
     assert_same(resumed._pending_rng, torch.load(trainer.resume_file,
                                                  weights_only=False)["rng"])
@@ -257,3 +264,18 @@ def test_resume_point_rng_state_by_rank_refuses_another_number_of_processes(monk
     # The right number of processes, but a rank's sampler file is gone: named, with the fix.
     with pytest.raises(CheckpointError, match=r"rank 0, 'RRD-last.rank0.epoch3.pth', which is"):
         rank_state(two_ranks, "RRD-last.pth")
+
+
+def test_a_resume_point_continues_only_with_the_teacher_it_distilled(small_data):
+    trainer, train_data = de_trainer(small_data)
+    trainer.model.on_epoch_start(0)  # DE releases its teacher: the resume point has none
+    trainer._restore_rng(train_data)
+    trainer._save_resume_point(0)
+    other, _ = de_trainer(small_data)
+    another = {k: v + 0.01 for k, v in other.model.teacher.state_dict().items()}
+    other.model.load_pretrained("teacher", another)
+    with pytest.raises(CheckpointError, match="another teacher.*set teacher_checkpoint"):
+        other.resume_checkpoint(trainer.resume_file)
+    same, _ = de_trainer(small_data)  # the run's own (cached) teacher
+    same.resume_checkpoint(trainer.resume_file)
+    assert same.start_epoch == 1

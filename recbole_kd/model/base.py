@@ -7,6 +7,8 @@ optimizer). Each method adds one or more ``Distiller`` terms to the student's ow
 
 from __future__ import annotations
 
+from itertools import chain
+
 import torch
 from recbole.model.abstract_recommender import GeneralRecommender
 from recbole.utils import InputType
@@ -27,6 +29,9 @@ class Distiller(nn.Module):
     """One distillation term. ``name`` labels its loss in the logs."""
 
     name = "kd"
+    # Whether the term reads the teacher after prepare(). When no term does, the model drops
+    # its frozen teacher once prepared (see KnowledgeDistillationModel.releases_teacher).
+    reads_teacher_after_prepare = True
 
     def __init__(self, model: KnowledgeDistillationModel):
         super().__init__()
@@ -59,6 +64,7 @@ class KnowledgeDistillationModel(GeneralRecommender):
     pretrained_roles = ("teacher",)  # models trained (or loaded) before distillation
     exported_roles = ("student",)  # models saved as plain RecBole checkpoints after it
     defaults_from: tuple[str, ...] = ()  # methods whose property files hold this one's defaults
+    teacher_fingerprint: str | None = None  # of the released teacher's weights (resume check)
 
     @classmethod
     def check_backbone(cls, role: str, model_name: str) -> None:
@@ -95,27 +101,63 @@ class KnowledgeDistillationModel(GeneralRecommender):
         self.owned_users = sharding.owned_users(dataset, config["kd_chunk_size"])
         self.distillers = nn.ModuleList()
         self._prepared = False
+        if not self.teacher_trainable:
+            self.register_load_state_dict_post_hook(_teacher_outside_checkpoints)
+
+    @property
+    def releases_teacher(self) -> bool:
+        """Whether the frozen teacher is dropped once the distillers are prepared: true when
+        every term reads it in ``prepare`` alone (DE's representations, RRD's top-N lists). Its
+        weights then live in the run's teacher checkpoint only, not in this model's."""
+        return not self.teacher_trainable and not any(
+            d.reads_teacher_after_prepare for d in self.distillers)
+
+    def role_model(self, role: str) -> GeneralRecommender:
+        """The ``role`` ("teacher" or "student") model, refused once released."""
+        model = getattr(self, role)
+        if model is None:
+            raise RuntimeError(
+                f"{type(self).__name__} released its {role} once prepared (its distillers read "
+                f"it then only): build a new model and load the {role} into it to use it again.")
+        return model
+
+    def release_teacher(self) -> None:
+        """Drop the frozen teacher and every reference to its weights."""
+        self.teacher = None
+        self.teacher_net.model = None
+
+    def frozen_teacher_names(self) -> list[str]:
+        """The frozen teacher's weights and buffers, which DDP neither broadcasts nor holds:
+        every rank loads the same teacher, and a released one must leave no reference behind."""
+        if self.teacher_trainable or self.teacher is None:
+            return []
+        return [f"teacher.{name}" for name, _ in
+                chain(self.teacher.named_parameters(), self.teacher.named_buffers())]
 
     # ----- pre-trained weights -----------------------------------------------------------------
     def load_pretrained(self, role: str, state_dict: dict) -> None:
         """Load the trained ``role`` ("teacher" or "student") model's weights; one-time
         preparation (teacher caches, top-N lists) follows at the next epoch."""
-        model = getattr(self, role)
+        model = self.role_model(role)
         model.load_state_dict(state_dict)
         clear_caches(model)
         self._prepared = False
+        if role == "teacher" and self.releases_teacher:
+            # Resume points then hold no teacher: this tells which one a run distilled.
+            self.teacher_fingerprint = checkpoint.weights_fingerprint(state_dict)
 
     def load_state_dict(self, state_dict, strict: bool = True, assign: bool = False):
         result = super().load_state_dict(state_dict, strict=strict, assign=assign)
         # Cached propagated embeddings belong to the old weights (LightGCN): never score with them.
         clear_caches(self.student)
-        clear_caches(self.teacher)
+        if self.teacher is not None:
+            clear_caches(self.teacher)
         self._prepared = False
         return result
 
     def train(self, mode: bool = True):
         super().train(mode)
-        if not self.teacher_trainable:
+        if not self.teacher_trainable and self.teacher is not None:
             self.teacher.eval()  # dropout off: the frozen teacher's outputs are fixed targets
         return self
 
@@ -126,10 +168,13 @@ class KnowledgeDistillationModel(GeneralRecommender):
     def on_epoch_start(self, epoch: int) -> None:
         """Called by the trainer before each training epoch."""
         if not self._prepared:
+            self.role_model("teacher")  # preparation reads the teacher
             with torch.no_grad():
                 for distiller in self.distillers:
                     distiller.prepare()
             self._prepared = True
+            if self.releases_teacher:
+                self.release_teacher()
         for distiller in self.distillers:
             distiller.on_epoch_start(epoch)
 
@@ -148,7 +193,7 @@ class KnowledgeDistillationModel(GeneralRecommender):
     eval_role = "student"
 
     def predict(self, interaction):
-        return getattr(self, self.eval_role).predict(interaction)
+        return self.role_model(self.eval_role).predict(interaction)
 
     def full_sort_predict(self, interaction):
         net = getattr(self, f"{self.eval_role}_net")
@@ -157,9 +202,21 @@ class KnowledgeDistillationModel(GeneralRecommender):
     # ----- export ------------------------------------------------------------------------------
     def export(self, role: str, path: str, best_valid_score: float = 0.0) -> str:
         """Save the ``role`` model as a checkpoint of its own model that stock RecBole loads."""
-        model = getattr(self, role)
+        model = self.role_model(role)
         state = checkpoint.make(
             "export", getattr(self, f"{role}_config"), model.state_dict(), model.other_parameter(),
             best_valid_score=best_valid_score,
         )
         return checkpoint.atomic_save(state, path)
+
+
+def _teacher_outside_checkpoints(model: KnowledgeDistillationModel, incompatible) -> None:
+    """A frozen teacher's weights may be absent from a checkpoint (a released teacher's are
+    never saved: the run's teacher checkpoint holds them), or present for a released one."""
+    def of_teacher(key: str) -> bool:
+        return key.startswith("teacher.")
+
+    incompatible.missing_keys[:] = [k for k in incompatible.missing_keys if not of_teacher(k)]
+    if model.teacher is None:
+        incompatible.unexpected_keys[:] = [
+            k for k in incompatible.unexpected_keys if not of_teacher(k)]

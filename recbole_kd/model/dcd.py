@@ -41,6 +41,8 @@ class DCDDistiller(CheckpointedDraws, Distiller):
     order, ranked above p positions drawn ~ e- (over-estimated).
     """
 
+    reads_teacher_after_prepare = False  # only its one-time preparation reads it
+
     state_names = ("under", "over")
 
     def __init__(self, model: KnowledgeDistillationModel, config, side: str):

@@ -18,6 +18,8 @@ class ExpertDistiller(Distiller):
     ``anneal_epochs`` epochs, starting after ``delay`` epochs at ``tau_start``.
     """
 
+    reads_teacher_after_prepare = False  # only its one-time preparation reads it
+
     def __init__(self, model: KnowledgeDistillationModel, n_experts: int, tau_start: float,
                  tau_end: float, anneal_epochs: int, delay: int = 0):
         super().__init__(model)

@@ -37,6 +37,7 @@ class RDDistiller(CheckpointedDraws, Distiller):
     (``user``, KDs).
     """
 
+    reads_teacher_after_prepare = False  # only its one-time preparation reads it
     name = "rd_loss"
     state_names = ("dynamic",)
 

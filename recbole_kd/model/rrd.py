@@ -29,6 +29,7 @@ class RRDDistiller(Distiller):
     epoch.
     """
 
+    reads_teacher_after_prepare = False  # only its one-time preparation reads it
     name = "rrd_loss"
 
     def __init__(self, model: KnowledgeDistillationModel, config):

@@ -41,6 +41,7 @@ def timed_run(model: str, dataset: str, config_dict: dict, config_files=None) ->
     config = KDConfig(model, dataset, config_file_list=config_files, config_dict=config_dict)
     init_logger(config)
     run = prepare_run(config)
+    run.take_pretrained_states()  # loaded into the model: no other copy is kept
     trainer = create_trainer(run.config, run.model, run.loaders, timed=True)
     trainer.fit(run.train_data, run.valid_data, saved=True, show_progress=False)
     if is_kd_model(model):

@@ -54,6 +54,9 @@ class DistributedTraining:
             super().__init__(config, model)
         device_ids = [self.device] if self.device.type == "cuda" else None
         modules = getattr(self, "synchronised_modules", lambda: [self.model])()
+        for module in modules:  # a frozen teacher stays outside DDP
+            DistributedDataParallel._set_params_and_buffers_to_ignore_for_model(
+                module, getattr(module, "frozen_teacher_names", list)())
         # One DDP per module stepped on its own (BD's two models); built now, so every rank
         # starts from rank 0's weights. Buffers are not re-broadcast at every step.
         self.ddps = {id(module): DistributedDataParallel(module, device_ids=device_ids,

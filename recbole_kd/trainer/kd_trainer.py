@@ -57,6 +57,17 @@ def rank_state(saved: dict, path: str) -> tuple[dict, dict]:
     return rng, torch.load(shard, map_location="cpu", weights_only=False)["extra_state"]
 
 
+def check_same_teacher(saved: dict, model, path: str) -> None:
+    """Refuse a resume point of a run that distilled another teacher: a released teacher is
+    not in the resume point, the run's teacher checkpoint (or cached teacher) gives it again."""
+    wanted = saved.get("teacher_fingerprint")
+    if wanted is not None and wanted != getattr(model, "teacher_fingerprint", None):
+        raise CheckpointError(
+            f"kd_resume '{path}' continues a run that distilled another teacher than this "
+            "command's (their weights differ): set teacher_checkpoint to that run's teacher, or "
+            "unset kd_resume to start a new run.")
+
+
 class KDTrainer(Trainer):
     """RecBole's Trainer with an epoch-start hook for the model and named loss terms.
 
@@ -118,8 +129,8 @@ class KDTrainer(Trainer):
 
     def evaluate_role(self, eval_data, role: str, show_progress: bool = False):
         """RecBole's evaluation of the model's current ``role`` model ("teacher" or "student")."""
+        clear_caches(self.model.role_model(role))
         self.model.eval_role = role
-        clear_caches(getattr(self.model, role))
         try:
             return Trainer.evaluate(self, eval_data, load_best_model=False,
                                     show_progress=show_progress)
@@ -141,7 +152,7 @@ class KDTrainer(Trainer):
         in its role's slot, whose own weights are put back afterwards."""
         results = {}
         for role, state in states.items():
-            module = getattr(self.model, role)
+            module = self.model.role_model(role)
             current = {k: v.clone() for k, v in module.state_dict().items()}
             module.load_state_dict(state)
             try:
@@ -197,6 +208,7 @@ class KDTrainer(Trainer):
             "resume", self.config, weights, self.model.other_parameter(),
             epoch=epoch, cur_step=self.cur_step, best_valid_score=self.best_valid_score,
             saved_model_file=self.saved_model_file, **rng, **self._resume_fields(),
+            teacher_fingerprint=getattr(self.model, "teacher_fingerprint", None),
         )
         checkpoint.atomic_save(state, self.resume_file)
 
@@ -219,6 +231,7 @@ class KDTrainer(Trainer):
 
     def resume_from(self, saved: dict) -> None:
         """Continue the run whose resume point (a checkpoint dict) is ``saved``."""
+        check_same_teacher(saved, self.model, self.config["kd_resume"] or self.resume_file)
         self.saved_model_file = saved["saved_model_file"]
         self.start_epoch = saved["epoch"] + 1
         self.cur_step = saved["cur_step"]
