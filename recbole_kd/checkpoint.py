@@ -106,6 +106,12 @@ def rank_files(resume_file: str, rank: int) -> list[str]:
     return glob.glob(f"{glob.escape(root)}.rank{rank}.epoch*{ext}")
 
 
+def resume_point_in(folder: str) -> str | None:
+    """The newest resume point (``…-last.pth``) in ``folder``, if any."""
+    found = glob.glob(os.path.join(glob.escape(folder), "*-last.pth"))
+    return max(found, key=os.path.getmtime) if found else None
+
+
 def kind_of(checkpoint: dict) -> str:
     """The kind of a checkpoint dict; RecBole's own checkpoints are ``model``."""
     marker = checkpoint.get("recbole_kd")

@@ -10,6 +10,7 @@ import yaml
 from recbole_kd.tools.compare import compare
 from recbole_kd.tools.report import relative_summary
 from recbole_kd.tools.result_store import Run
+from recbole_kd.trainer import KDTrainer
 from tests.conftest import FAST, pair_overrides
 
 
@@ -89,3 +90,40 @@ def test_compare_refuses_a_results_folder_of_another_comparison(small_data, work
     _compare_small(small_data, workdir, lambda line: None)
     with pytest.raises(ValueError, match="another comparison .*settings"):
         _compare_small(small_data, workdir, lambda line: None, learning_rate=0.01)
+
+
+def test_a_run_cut_short_continues_from_its_resume_point(small_data, workdir, monkeypatch):
+    pair = workdir / "pair.yaml"
+    pair.write_text(yaml.safe_dump(pair_overrides("BPR", "BPR")))
+    fast = {k: v for k, v in FAST.items() if k not in ("dataset", "teacher_config", "student_config")}
+
+    def derrd(folder, progress=lambda line: None):
+        compare("ml-small", str(pair), seeds=1, baselines=[], methods=["DERRD"],
+                results_dir=str(workdir / folder), progress=progress,
+                settings={**fast, "data_path": small_data, "epochs": 3})
+        with open(workdir / folder / "runs.csv") as f:
+            return {row["run"]: row for row in csv.DictReader(f)}
+
+    save = KDTrainer._save_resume_point
+
+    def save_then_stop(self, epoch, *args, **kwargs):
+        save(self, epoch, *args, **kwargs)
+        if epoch == 1:  # DERRD's second epoch is on disk: the comparison stops here
+            raise KeyboardInterrupt
+
+    monkeypatch.setattr(KDTrainer, "_save_resume_point", save_then_stop)
+    with pytest.raises(KeyboardInterrupt):
+        derrd("results")
+    monkeypatch.undo()
+    lines, trained = [], []
+    train_epoch = KDTrainer._train_epoch
+    monkeypatch.setattr(KDTrainer, "_train_epoch", lambda self, data, epoch, *args, **kwargs:
+                        trained.append(epoch) or train_epoch(self, data, epoch, *args, **kwargs))
+    resumed = derrd("results", lines.append)
+    monkeypatch.undo()
+    assert any(line.startswith("seed 2020: DERRD continues from") for line in lines)
+    assert trained == [2]  # the models alone are kept; DERRD trains its last epoch only
+    whole = derrd("uninterrupted")
+    for row in (resumed["DERRD"], whole["DERRD"]):
+        del row["train_seconds_per_epoch"], row["scoring_ms_per_1000_users"], row["saved_model_file"]
+    assert resumed["DERRD"] == whole["DERRD"] and resumed["DERRD"]["epochs"] == "3"

@@ -7,7 +7,7 @@ DE, RRD and DERRD distilling the teacher trained alone, and BD starting from bot
 alone. Writes ``comparison.md`` (mean ± std over seeds), ``runs.csv`` (one row per run) and
 ``comparison.png`` (bar chart) into the results folder (:mod:`recbole_kd.tools.result_store`,
 :mod:`recbole_kd.tools.report`); the same command started again after an interruption trains only
-the runs it lacks.
+the runs it lacks, and continues a distillation run cut short from its resume point.
 """
 
 from __future__ import annotations
@@ -20,11 +20,12 @@ import torch
 from recbole.data.interaction import Interaction
 from recbole.utils import init_logger
 
+from recbole_kd import checkpoint
 from recbole_kd.config import KDConfig
 from recbole_kd.errors import KDConfigError
 from recbole_kd.key_checks import settings_for
 from recbole_kd.properties import read_pair
-from recbole_kd.quick_start import prepare_run
+from recbole_kd.quick_start import prepare_run, read_resume_point
 from recbole_kd.registry import KD_MODELS, get_model, is_kd_model
 from recbole_kd.tools.compare_tuning import Tuner
 from recbole_kd.tools.report import chosen_table, plot, plot_tradeoff, relative_summary, summarize
@@ -43,6 +44,8 @@ def timed_run(model: str, dataset: str, config_dict: dict, config_files=None) ->
     run = prepare_run(config)
     run.take_pretrained_states()  # loaded into the model: no other copy is kept
     trainer = create_trainer(run.config, run.model, run.loaders, timed=True)
+    if config["kd_resume"]:
+        trainer.resume_from(read_resume_point(config))
     trainer.fit(run.train_data, run.valid_data, saved=True, show_progress=False)
     if is_kd_model(model):
         tests = trainer.evaluate_roles(run.test_data, load_best_model=True)
@@ -99,6 +102,16 @@ def one_seed(dataset: str, pair: dict, settings: dict, seed: int, baselines, met
         return timed_run(model, dataset, {**settings_for(model, common), **config_dict},
                          config_files)
 
+    def run_files(name, seed) -> dict:
+        """Each run writes in a folder of its own; a distillation run cut short continues from
+        the resume point it left there."""
+        folder = results.checkpoint_dir(name, seed)
+        resume = checkpoint.resume_point_in(folder)
+        if resume is None:
+            return {"checkpoint_dir": folder}
+        progress(f"seed {seed}: {name} continues from {resume}")
+        return {"checkpoint_dir": folder, "kd_resume": resume}
+
     def record(name, model, config_dict) -> Run:
         if tuner is not None:  # before anything is kept: a later seed needs the choice too
             chosen = tuner.chosen(name, model, config_dict,
@@ -109,7 +122,7 @@ def one_seed(dataset: str, pair: dict, settings: dict, seed: int, baselines, met
             progress(f"seed {seed}: {name} kept from {results.runs_file}")
             return kept[0]
         progress(f"seed {seed}: {name} ({model}) ...")
-        out = train(model, config_dict)
+        out = train(model, {**config_dict, **run_files(name, seed)})
         run = Run(name, seed, out["test"], out["seconds_per_epoch"], out["epochs"],
                   out["saved_model_file"])
         net = out["model"]

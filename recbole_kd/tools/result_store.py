@@ -39,6 +39,7 @@ class Results:
 
     def __init__(self, results_dir: str, setup: dict):
         os.makedirs(results_dir, exist_ok=True)
+        self.results_dir = results_dir
         self.runs_file = os.path.join(results_dir, "runs.csv")
         setup_file = os.path.join(results_dir, "comparison.json")
         setup = json.loads(json.dumps(setup, default=str))
@@ -69,6 +70,11 @@ class Results:
             return []
         self.runs += found
         return found
+
+    def checkpoint_dir(self, name: str, seed: int) -> str:
+        """The folder of run ``name`` of ``seed``'s checkpoints: the resume point of a run cut
+        short is found there when the comparison is started again."""
+        return os.path.join(self.results_dir, "checkpoints", f"{name.replace(' ', '-')}-{seed}")
 
     def add(self, *runs: Run) -> None:
         self.runs += runs

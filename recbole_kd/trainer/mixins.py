@@ -21,6 +21,14 @@ class EpochTimer:
         super().__init__(*args, **kwargs)
         self.epoch_seconds: list[float] = []
 
+    # A resume point keeps the times of the epochs before it (KDTrainer's resume points).
+    def _resume_fields(self) -> dict:
+        return {**super()._resume_fields(), "epoch_seconds": list(self.epoch_seconds)}
+
+    def _load_resume_fields(self, saved: dict) -> None:
+        super()._load_resume_fields(saved)
+        self.epoch_seconds = list(saved.get("epoch_seconds", []))
+
     def _train_epoch(self, *args, **kwargs):
         start = time.perf_counter()
         losses = super()._train_epoch(*args, **kwargs)
