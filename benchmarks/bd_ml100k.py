@@ -20,6 +20,7 @@ import sys
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from common import markdown_table
 
+from recbole_kd.key_checks import settings_for
 from recbole_kd.properties import parse_settings, read_pair
 from recbole_kd.tools.compare import timed_run
 from recbole_kd.tools.report import mean_and_spread
@@ -33,9 +34,10 @@ def one_seed(args, pair: dict, common: dict) -> tuple[list[list], dict[str, list
     runs = {}
     budget = args.epochs + args.bd_epochs
     for role in ("teacher", "student"):
+        model = pair[f"{role}_model"]  # with the shared settings it accepts (not BD's)
         runs[f"{role} alone"] = timed_run(
-            pair[f"{role}_model"], args.dataset,
-            {**common, "epochs": budget, **pair[f"{role}_config"]},
+            model, args.dataset,
+            {**settings_for(model, common), "epochs": budget, **pair[f"{role}_config"]},
         )
     warm = {f"{role}_checkpoint": runs[f"{role} alone"]["saved_model_file"]
             for role in ("teacher", "student")}

@@ -15,6 +15,7 @@ import sys
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from common import markdown_table
 
+from recbole_kd.key_checks import settings_for
 from recbole_kd.properties import parse_settings, read_pair
 from recbole_kd.tools.compare import timed_run
 
@@ -36,15 +37,15 @@ def main() -> None:
               "metrics": ["Recall", "NDCG", "Hit", "MRR"], "topk": [10], "valid_metric": "NDCG@10"}
     common.update(parse_settings(args.set))
 
+    def run(model: str, config_dict: dict) -> dict:  # the shared settings that model accepts
+        return timed_run(model, args.dataset, {**settings_for(model, common), **config_dict})
+
     runs = {}
-    runs["teacher alone"] = timed_run(pair["teacher_model"], args.dataset,
-                                      {**common, **pair["teacher_config"]})
-    runs["student alone"] = timed_run(pair["student_model"], args.dataset,
-                                      {**common, **pair["student_config"]})
+    runs["teacher alone"] = run(pair["teacher_model"], pair["teacher_config"])
+    runs["student alone"] = run(pair["student_model"], pair["student_config"])
     teacher_file = runs["teacher alone"]["saved_model_file"]
     for model in args.models.split(","):
-        runs[model] = timed_run(model, args.dataset,
-                                {**common, **pair, "teacher_checkpoint": teacher_file})
+        runs[model] = run(model, {**pair, "teacher_checkpoint": teacher_file})
 
     alone = runs["student alone"]
     rows = []

@@ -24,6 +24,7 @@ from recbole_kd.model.init import initialise
 from recbole_kd.model.role_config import derive_config, model_defaults
 from recbole_kd.registry import is_kd_model
 from recbole_kd.trainer.factory import create_trainer
+from recbole_kd.trainer.resumable import ResumableTrainer
 
 # Settings that decide which interactions land in train, validation and test.
 SPLIT_KEYS = (
@@ -169,6 +170,13 @@ def train_alone(config: Config, derived: Config, dataset, parts, path: str,
     # Written under a temporary name and renamed when done: an interrupted run never leaves a
     # half-trained model where a later run would take it for a finished one.
     trainer.saved_model_file = path + ".partial"
+    # The name covers every setting of this training: a resume point under it is of the same
+    # training, cut short, which goes on from there.
+    resumable = isinstance(trainer, ResumableTrainer)
+    if resumable and distributed.broadcast_object(os.path.isfile(trainer.resume_file)):
+        getLogger().info(f"Continuing the interrupted training from {trainer.resume_file}")
+        trainer.resume_from(checkpoint.read(trainer.resume_file, "the interrupted training",
+                                            kinds=("resume",), device=derived["device"]))
     trainer.fit(train_data, valid_data, saved=True, show_progress=config["show_progress"])
 
     def publish():
@@ -178,3 +186,5 @@ def train_alone(config: Config, derived: Config, dataset, parts, path: str,
         os.replace(trainer.saved_model_file, path)
 
     distributed.written_by_main(publish)
+    if resumable:
+        trainer.discard_resume_point()

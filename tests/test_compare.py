@@ -5,12 +5,13 @@ from __future__ import annotations
 import csv
 
 import pytest
+import torch
 import yaml
 
 from recbole_kd.tools.compare import compare
 from recbole_kd.tools.report import relative_summary
 from recbole_kd.tools.result_store import Run
-from recbole_kd.trainer import KDTrainer
+from recbole_kd.trainer.resumable import ResumableTrainer
 from tests.conftest import FAST, pair_overrides
 
 
@@ -92,7 +93,9 @@ def test_compare_refuses_a_results_folder_of_another_comparison(small_data, work
         _compare_small(small_data, workdir, lambda line: None, learning_rate=0.01)
 
 
-def test_a_run_cut_short_continues_from_its_resume_point(small_data, workdir, monkeypatch):
+@pytest.mark.parametrize("stopped,name", [("BPR", "teacher alone"), ("DERRD", "DERRD")])
+def test_a_run_cut_short_continues_from_its_resume_point(small_data, workdir, monkeypatch,
+                                                         stopped, name):
     pair = workdir / "pair.yaml"
     pair.write_text(yaml.safe_dump(pair_overrides("BPR", "BPR")))
     fast = {k: v for k, v in FAST.items() if k not in ("dataset", "teacher_config", "student_config")}
@@ -104,26 +107,45 @@ def test_a_run_cut_short_continues_from_its_resume_point(small_data, workdir, mo
         with open(workdir / folder / "runs.csv") as f:
             return {row["run"]: row for row in csv.DictReader(f)}
 
-    save = KDTrainer._save_resume_point
+    save = ResumableTrainer._save_resume_point
 
     def save_then_stop(self, epoch, *args, **kwargs):
         save(self, epoch, *args, **kwargs)
-        if epoch == 1:  # DERRD's second epoch is on disk: the comparison stops here
+        if epoch == 1 and type(self.model).__name__ == stopped:  # the first such run stops
             raise KeyboardInterrupt
 
-    monkeypatch.setattr(KDTrainer, "_save_resume_point", save_then_stop)
-    with pytest.raises(KeyboardInterrupt):
-        derrd("results")
-    monkeypatch.undo()
+    with monkeypatch.context() as patch:  # (undo() would also undo the work folder's chdir)
+        patch.setattr(ResumableTrainer, "_save_resume_point", save_then_stop)
+        with pytest.raises(KeyboardInterrupt):
+            derrd("results")
     lines, trained = [], []
-    train_epoch = KDTrainer._train_epoch
-    monkeypatch.setattr(KDTrainer, "_train_epoch", lambda self, data, epoch, *args, **kwargs:
-                        trained.append(epoch) or train_epoch(self, data, epoch, *args, **kwargs))
-    resumed = derrd("results", lines.append)
-    monkeypatch.undo()
-    assert any(line.startswith("seed 2020: DERRD continues from") for line in lines)
-    assert trained == [2]  # the models alone are kept; DERRD trains its last epoch only
+    train_epoch = ResumableTrainer._train_epoch
+    with monkeypatch.context() as patch:
+        patch.setattr(ResumableTrainer, "_train_epoch", lambda self, data, epoch, *a, **k:
+                      trained.append(epoch) or train_epoch(self, data, epoch, *a, **k))
+        resumed = derrd("results", lines.append)
+    assert any(line.startswith(f"seed 2020: {name} continues from") for line in lines)
+    # The run cut short trains its last epoch only; the runs after it, every epoch.
+    assert trained == ([2] if stopped == "DERRD" else [2, 0, 1, 2, 0, 1, 2])
     whole = derrd("uninterrupted")
-    for row in (resumed["DERRD"], whole["DERRD"]):
+    for row in (*resumed.values(), *whole.values()):
         del row["train_seconds_per_epoch"], row["scoring_ms_per_1000_users"], row["saved_model_file"]
-    assert resumed["DERRD"] == whole["DERRD"] and resumed["DERRD"]["epochs"] == "3"
+    assert resumed == whole and resumed[name]["epochs"] == "3"
+
+
+def test_scoring_cost_is_measured_for_models_without_full_sort_predict(small_data):
+    """NeuMF, a default baseline, scores by ``predict`` only, as RecBole evaluates it."""
+    from recbole.data.interaction import Interaction
+
+    from recbole_kd.tools.compare import all_item_scores, inference_cost
+    from tests.conftest import build, make_config
+
+    model = build(make_config("NeuMF", small_data))[3].eval()
+    users = torch.tensor([1, 5])
+    with torch.no_grad():
+        scores = all_item_scores(model, users).view(2, -1)
+        one = model.predict(Interaction({model.USER_ID: torch.tensor([5, 5]),
+                                         model.ITEM_ID: torch.tensor([3, 7])}))
+    assert scores.shape == (2, model.n_items) and torch.allclose(scores[1, [3, 7]], one)
+    params, milliseconds = inference_cost(model, users=20, repeats=1)
+    assert params == sum(p.numel() for p in model.parameters()) and milliseconds > 0

@@ -20,7 +20,7 @@ from recbole_kd.errors import CheckpointError
 from recbole_kd.key_checks import settings_for
 from recbole_kd.quick_start import run_recbole_kd
 from recbole_kd.trainer import KDTrainer
-from recbole_kd.trainer.kd_trainer import rank_state
+from recbole_kd.trainer.resumable import rank_state
 from tests.conftest import REPOSITORY, assert_same, build, fast, make_config, trainer_for
 
 # Warm-ups of one epoch, so that every run of a test shares the cached models trained alone.
@@ -107,7 +107,7 @@ import recbole_kd
 print(recbole_kd.__file__, flush=True)
 from recbole_kd.quick_start import run_recbole_kd
 from recbole_kd.trainer import KDTrainer
-from recbole_kd.trainer.kd_trainer import rank_state
+from recbole_kd.trainer.resumable import rank_state
 save = KDTrainer._save_resume_point
 def save_then_die(self, epoch_idx):
     save(self, epoch_idx)
@@ -148,10 +148,10 @@ def test_kill_during_a_save_keeps_the_previous_checkpoint(workdir, monkeypatch):
             f.write(b"\x80\x04 truncated")
         raise KeyboardInterrupt  # the process dies mid-write
 
-    monkeypatch.setattr(checkpoint.torch, "save", dying_save)
-    with pytest.raises(KeyboardInterrupt):
-        checkpoint.atomic_save({"epoch": 2}, path)
-    monkeypatch.undo()
+    with monkeypatch.context() as patch:  # (undo() would also undo the work folder's chdir)
+        patch.setattr(checkpoint.torch, "save", dying_save)
+        with pytest.raises(KeyboardInterrupt):
+            checkpoint.atomic_save({"epoch": 2}, path)
     assert torch.load(path, weights_only=False) == {"epoch": 1}
 
 

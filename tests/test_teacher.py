@@ -13,7 +13,8 @@ from recbole.quick_start import run_recbole
 from recbole.utils import init_logger
 
 from recbole_kd.quick_start import prepare_run, run_recbole_kd
-from tests.conftest import FAST, fast, make_config
+from recbole_kd.trainer.resumable import ResumableTrainer
+from tests.conftest import FAST, fast, make_config, working_in
 
 BPR_TEACHER = {"embedding_size": 32}
 
@@ -52,3 +53,40 @@ def test_trained_teacher_is_cached_and_reused(small_data):
     run_recbole_kd("RRD", config_dict={**fast("RRD"), "data_path": small_data,
                                        "teacher_config": {"embedding_size": 16}}, saved=False)
     assert len(glob.glob("saved/teacher-BPR-ml-small-*.pth")) == 2
+
+
+def test_a_teacher_training_cut_short_continues_where_it_stopped(small_data, workdir,
+                                                                   monkeypatch):
+    settings = {**fast("RRD"), "data_path": small_data, "epochs": 3}
+
+    def teacher_weights() -> dict:
+        (path,) = glob.glob("saved/teacher-BPR-ml-small-*.pth")
+        return torch.load(path, weights_only=False)["state_dict"]
+
+    save = ResumableTrainer._save_resume_point
+
+    def save_then_stop(self, epoch, *args, **kwargs):
+        save(self, epoch, *args, **kwargs)
+        if epoch == 1:
+            raise KeyboardInterrupt
+
+    with monkeypatch.context() as patch:  # (undo() would also undo the work folder's chdir)
+        patch.setattr(ResumableTrainer, "_save_resume_point", save_then_stop)
+        with pytest.raises(KeyboardInterrupt):
+            prepare_run(make_config("RRD", small_data, epochs=3))
+    assert glob.glob("saved/teacher-BPR-*.pth-last.partial") and not glob.glob("saved/*.pth")
+    trained = []
+    train_epoch = ResumableTrainer._train_epoch
+    with monkeypatch.context() as patch:
+        patch.setattr(ResumableTrainer, "_train_epoch", lambda self, data, epoch, *a, **k:
+                      trained.append(epoch) or train_epoch(self, data, epoch, *a, **k))
+        prepare_run(make_config("RRD", small_data, epochs=3))
+    assert trained == [2]  # the teacher's last epoch only
+    assert not glob.glob("saved/*-last*")  # published: its resume point is gone
+    resumed = teacher_weights()
+    os.makedirs("whole")
+    with working_in("whole"):
+        run_recbole_kd("RRD", config_dict=settings, saved=False)
+        whole = teacher_weights()
+    assert resumed.keys() == whole.keys()
+    assert all(torch.equal(resumed[k], whole[k]) for k in whole)

@@ -19,7 +19,7 @@ from torch.nn.parallel import DistributedDataParallel
 
 from recbole_kd import checkpoint, distributed
 from recbole_kd.errors import KDConfigError
-from recbole_kd.trainer.kd_trainer import extra_states
+from recbole_kd.trainer.resumable import extra_states
 
 
 class ReducingEvaluator(Evaluator):

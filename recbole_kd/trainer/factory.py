@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
+from recbole.trainer import Trainer
 from recbole.utils import get_local_time
 from recbole.utils import get_trainer as recbole_get_trainer
 
@@ -16,13 +17,16 @@ from recbole_kd.trainer.bd_trainer import BDTrainer
 from recbole_kd.trainer.distributed_training import DistributedTraining
 from recbole_kd.trainer.kd_trainer import KDTrainer
 from recbole_kd.trainer.mixins import EpochTimer, with_mixin
+from recbole_kd.trainer.resumable import ResumableTrainer
 
 
 def get_trainer(model_type, model_class: type) -> type:
-    """The trainer of ``model_class``: recbole_kd's for its models, else RecBole's."""
+    """The trainer of ``model_class``: recbole_kd's for its models; for a RecBole model that
+    RecBole trains with its plain Trainer, the same with resume points; else RecBole's own."""
     if issubclass(model_class, KnowledgeDistillationModel):
         return BDTrainer if model_class.teacher_trainable else KDTrainer
-    return recbole_get_trainer(model_type, model_class.__name__)
+    trainer = recbole_get_trainer(model_type, model_class.__name__)
+    return ResumableTrainer if trainer is Trainer else trainer
 
 
 def create_trainer(config, model, loaders: Sequence, model_config=None, timed: bool = False):
