@@ -175,8 +175,7 @@ def train_alone(config: Config, derived: Config, dataset, parts, path: str,
     resumable = isinstance(trainer, ResumableTrainer)
     if resumable and distributed.broadcast_object(os.path.isfile(trainer.resume_file)):
         getLogger().info(f"Continuing the interrupted training from {trainer.resume_file}")
-        trainer.resume_from(checkpoint.read(trainer.resume_file, "the interrupted training",
-                                            kinds=("resume",), device=derived["device"]))
+        trainer.resume_checkpoint(trainer.resume_file, "the interrupted training")
     trainer.fit(train_data, valid_data, saved=True, show_progress=config["show_progress"])
 
     def publish():

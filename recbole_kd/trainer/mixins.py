@@ -21,7 +21,7 @@ class EpochTimer:
         super().__init__(*args, **kwargs)
         self.epoch_seconds: list[float] = []
 
-    # A resume point keeps the times of the epochs before it (KDTrainer's resume points).
+    # A resume point keeps the times of the epochs before it (ResumableTrainer's).
     def _resume_fields(self) -> dict:
         return {**super()._resume_fields(), "epoch_seconds": list(self.epoch_seconds)}
 

@@ -164,9 +164,9 @@ class ResumableTrainer(Trainer):
         if distributed.is_main() and os.path.isfile(self.resume_file):
             os.remove(self.resume_file)
 
-    def resume_checkpoint(self, resume_file):
-        """Continue a run from its ``-last.pth`` resume point."""
-        self.resume_from(checkpoint.read(resume_file, "kd_resume", kinds=("resume",),
+    def resume_checkpoint(self, resume_file, key: str = "kd_resume"):
+        """Continue a run from its ``-last.pth`` resume point (given by the setting ``key``)."""
+        self.resume_from(checkpoint.read(resume_file, key, kinds=("resume",),
                                          device=self.device))
 
     def resume_from(self, saved: dict) -> None:
