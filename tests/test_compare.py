@@ -50,14 +50,14 @@ def test_relative_summary_divides_by_the_same_seeds_student():
     assert "| DERRD | 1.125 ± 0.177 |" in table  # mean and std of 1.25 and 1.0
 
 
-def _compare_small(small_data, workdir, progress, **settings):
+def _compare_small(small_data, workdir, progress, config_files=None, **settings):
     pair = workdir / "pair.yaml"
     pair.write_text(yaml.safe_dump(pair_overrides("BPR", "BPR")))
     fast = {k: v for k, v in FAST.items()
             if k not in ("dataset", "teacher_config", "student_config")}
     return compare("ml-small", str(pair), seeds=1, baselines=["Pop"], methods=["RRD", "BD"],
                    results_dir=str(workdir / "results"), progress=progress,
-                   settings={**fast, "data_path": small_data, **settings})
+                   config_files=config_files, settings={**fast, "data_path": small_data, **settings})
 
 
 def _rows(workdir) -> dict:
@@ -91,6 +91,24 @@ def test_compare_refuses_a_results_folder_of_another_comparison(small_data, work
     _compare_small(small_data, workdir, lambda line: None)
     with pytest.raises(ValueError, match="another comparison .*settings"):
         _compare_small(small_data, workdir, lambda line: None, learning_rate=0.01)
+
+
+def test_the_same_property_files_elsewhere_continue_and_an_edited_one_is_refused(small_data,
+                                                                                 workdir):
+    extra = workdir / "extra.yaml"
+    extra.write_text("learning_rate: 0.002\n")
+    _compare_small(small_data, workdir, lambda line: None, config_files=[str(extra)])
+    moved = workdir / "moved"
+    moved.mkdir()
+    (moved / "extra.yaml").write_text(extra.read_text())
+    lines = []
+    _compare_small(small_data, workdir, lines.append, config_files=[str(moved / "extra.yaml")])
+    assert sum("kept from" in line for line in lines) == 5  # BD: one line for both models
+    assert not any(" done" in line for line in lines)
+    (moved / "extra.yaml").write_text("learning_rate: 0.003\n")
+    with pytest.raises(ValueError, match="another comparison .*config_files"):
+        _compare_small(small_data, workdir, lambda line: None,
+                       config_files=[str(moved / "extra.yaml")])
 
 
 @pytest.mark.parametrize("stopped,name", [("BPR", "teacher alone"), ("DERRD", "DERRD")])

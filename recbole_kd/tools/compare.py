@@ -12,6 +12,7 @@ the runs it lacks, and continues a distillation run cut short from its resume po
 
 from __future__ import annotations
 
+import hashlib
 import os
 import time
 import warnings
@@ -190,6 +191,15 @@ def check_plan(dataset: str, pair: dict, seeds: int, baselines, methods, config_
                      config_dict={**settings_for(model, settings), **config_dict})
 
 
+def file_identity(path: str) -> str:
+    """A property file as the comparison records it: its name and a digest of its contents, so
+    that the same files reached through another install (a new checkout, a moved venv) continue
+    the comparison while an edited file is refused."""
+    with open(path, "rb") as f:
+        digest = hashlib.sha256(f.read()).hexdigest()[:16]
+    return f"{os.path.basename(path)} sha256:{digest}"
+
+
 def compare(dataset: str, pair_file: str, seeds: int = 1, baselines=DEFAULT_BASELINES,
             methods=DEFAULT_METHODS, config_files=None, results_dir: str = DEFAULT_RESULTS,
             settings: dict | None = None, progress=print, tune: int = 0) -> str:
@@ -205,8 +215,9 @@ def compare(dataset: str, pair_file: str, seeds: int = 1, baselines=DEFAULT_BASE
     check_plan(dataset, pair, seeds, baselines, methods, config_files, settings, tune)
     first_seed = KDConfig(pair["student_model"], dataset, config_file_list=config_files,
                           config_dict=settings_for(pair["student_model"], settings))["seed"]
-    setup = {"dataset": dataset, "pair": pair, "config_files": config_files, "settings": settings,
-             "tune": tune}
+    setup = {"dataset": dataset, "pair": pair,
+             "config_files": [file_identity(path) for path in config_files],
+             "settings": settings, "tune": tune}
     results = Results(results_dir, setup)
     tuner = Tuner(tune, results_dir, first_seed, progress=progress) if tune else None
     for k in range(seeds):
