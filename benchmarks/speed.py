@@ -9,7 +9,7 @@ one expert per entity), since its cost differs by an order of magnitude between 
 
     python benchmarks/speed.py [--epochs 4] [--min-seconds 3] [--datasets ml-100k citeulike-t]
         [--users-dat ../shared/data/citeulike-t/users.dat] [--set key=value ...]
-        [--runs RD CD DCD HTD]    # only these rows (and the two models alone)
+        [--runs RD CD DCD HTD]    # only these models or rows (and the two models alone)
 """
 
 from __future__ import annotations
@@ -42,7 +42,10 @@ RUNS = [
     ("DERRD (tau = 1)", "DERRD", {"de_tau_start": 1.0, "de_tau_end": 1.0}),
     ("DERRD (tau -> 0)", "DERRD", {"de_tau_start": 1e-10, "de_tau_end": 1e-10}),
     ("BD", "BD", {}),
-    ("RD", "RD", {}),
+    # RD's first rd_dynamic_start_epoch epochs use the position weights alone; later epochs also
+    # score rd_dynamic_samples items per training row: both phases are measured.
+    ("RD (position weights)", "RD", {"rd_dynamic_start_epoch": 10**6}),
+    ("RD (hybrid weights)", "RD", {"rd_dynamic_start_epoch": 0}),
     ("CD", "CD", {}),
     ("DCD", "DCD", {}),
     ("HTD", "HTD", {}),
@@ -117,7 +120,7 @@ def main() -> None:
     parser.add_argument("--users-dat", default=DEFAULT_USERS_DAT)
     parser.add_argument("--set", nargs="*", default=[], help="key=value settings for every run")
     parser.add_argument("--runs", nargs="*", default=None,
-                        help="rows to measure (default: all); the two models alone always run")
+                        help="rows or models to measure (default: every row)")
     parser.add_argument("--worker", help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.worker:
@@ -138,7 +141,8 @@ def main() -> None:
         student_file = os.path.join(workdir, f"{dataset}-student.pth")
         rows = {}
         for row, model, settings in RUNS:
-            if args.runs is not None and row not in args.runs and not row.endswith("alone"):
+            wanted = args.runs is None or {row, model} & set(args.runs)
+            if not wanted and not row.endswith("alone"):
                 continue
             # Each run takes the checkpoints its model accepts (BD both, the others the teacher).
             checkpoints = settings_for(model, {"teacher_checkpoint": teacher_file,

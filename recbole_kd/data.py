@@ -14,6 +14,7 @@ from logging import getLogger
 import numpy as np
 from recbole.config import Config
 from recbole.data import create_dataset, create_samplers, get_dataloader
+from recbole.data.dataloader import UserDataLoader
 from recbole.utils import init_seed
 
 from recbole_kd import distributed, sharding
@@ -81,15 +82,17 @@ def check_leave_one_out(config: Config, dataset) -> None:
         )
 
 
-def make_loaders(config: Config, dataset, parts, run_config: Config | None = None) -> tuple:
+def make_loaders(config: Config, dataset, parts, run_config: Config | None = None,
+                 user_batches: bool = False) -> tuple:
     """Train, valid and test loaders of ``config`` (batch sizes, negative sampling) over ``parts``;
     in a distributed run sharded by the users' blocks of ``run_config`` (default ``config``),
-    the run a model trained alone (a derived config) belongs to."""
+    the run a model trained alone (a derived config) belongs to. With ``user_batches`` the
+    training batches are of users, as RecBole trains CDAE."""
     train_part, valid_part, test_part = parts
     train_sampler, valid_sampler, test_sampler = create_samplers(config, dataset, parts)
+    train_loader = UserDataLoader if user_batches else get_dataloader(config, "train")
     with distributed.single_process_view(config):  # RecBole's shards are not by user
-        train = get_dataloader(config, "train")(config, train_part, train_sampler,
-                                                shuffle=config["shuffle"])
+        train = train_loader(config, train_part, train_sampler, shuffle=config["shuffle"])
         valid = get_dataloader(config, "valid")(config, valid_part, valid_sampler, shuffle=False)
         test = get_dataloader(config, "test")(config, test_part, test_sampler, shuffle=False)
     if distributed.is_distributed():

@@ -79,7 +79,9 @@ def prepare_run(config: KDConfig) -> RunState:
             for key, value in ((f"{spec.role}_model", spec.model),
                                (f"{spec.role}_config", spec.config))
         })
-    train_data, valid_data, test_data = make_loaders(config, dataset, parts)
+    user_batches = is_kd_model(config["model"]) and model_class.trains_on_user_batches(config)
+    train_data, valid_data, test_data = make_loaders(config, dataset, parts,
+                                                     user_batches=user_batches)
     init_seed(config["seed"] + config["local_rank"], config["reproducibility"])
     model = model_class(config, train_data._dataset)
     if not is_kd_model(config["model"]):  # a KD model initialises its own backbones

@@ -44,9 +44,13 @@ def settings(model: str, small_data: str, **more) -> dict:
     return {**fast(model), "data_path": small_data, "epochs": 2, "kd_chunk_size": 32, **more}
 
 
-@pytest.mark.parametrize("model", ["DE", "RRD", "DERRD", "BD"])
-def test_two_processes_write_one_run_whose_exports_load_in_stock_recbole(model, small_data):
-    result = run_recbole_kd(model, "ml-small", config_dict=settings(model, small_data),
+@pytest.mark.parametrize("model,pair", [
+    *((model, {}) for model in ("DE", "RRD", "DERRD", "BD")),
+    ("BD", {"teacher_model": "CDAE", "student_model": "CDAE"}),  # batches of users
+], ids=["DE", "RRD", "DERRD", "BD", "BD-CDAE"])
+def test_two_processes_write_one_run_whose_exports_load_in_stock_recbole(model, pair,
+                                                                          small_data):
+    result = run_recbole_kd(model, "ml-small", config_dict=settings(model, small_data, **pair),
                             nproc=2, port=free_port())
     run = os.path.splitext(os.path.basename(result["saved_model_file"]))[0]
     exports = ["student", "teacher"] if model == "BD" else ["student"]

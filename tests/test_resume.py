@@ -59,10 +59,13 @@ def checkpoint_state(path: str) -> dict:
     return state
 
 
-@pytest.mark.parametrize("model", METHODS)
+@pytest.mark.parametrize("model,pair", [
+    *((method, {}) for method in METHODS),
+    ("BD", {"teacher_model": "CDAE", "student_model": "CDAE"}),  # batches of users
+], ids=[*METHODS, "BD-CDAE"])
 def test_resumed_run_ends_bit_for_bit_like_an_uninterrupted_one(
-        small_data, monkeypatch, model):
-    config = {**fast(model), **settings_for(model, SETTINGS), "data_path": small_data}
+        small_data, monkeypatch, model, pair):
+    config = {**fast(model), **settings_for(model, SETTINGS), "data_path": small_data, **pair}
     straight = run_recbole_kd(model, config_dict=config)
     (straight_last,) = resume_points(model)
 

@@ -2,18 +2,20 @@
 
 from __future__ import annotations
 
+import copy
 import json
 import subprocess
 import sys
 
 import pytest
 import torch
+from recbole.data.dataloader import UserDataLoader
 from recbole.data.interaction import Interaction
 
 from recbole_kd.errors import BackboneError, KDConfigError
 from recbole_kd.model.row_loss import sampled_negatives, sampled_row_loss
 from recbole_kd.quick_start import run_recbole_kd
-from tests.conftest import build, fast, make_config
+from tests.conftest import build, fast, make_config, trainer_for
 from tests.test_export import STOCK_RELOAD
 
 CDAE_PAIR = {"teacher_model": "CDAE", "teacher_config": {"embedding_size": 16},
@@ -134,3 +136,81 @@ def test_cdae_negatives_reach_every_cdae_the_runner_trains(small_data, workdir):
         make_config("BD", small_data, **CDAE_PAIR, cdae_negatives=0)
     with pytest.raises(KDConfigError, match="'student_config.cdae_negatives' = 0 is invalid"):
         make_config("BD", small_data, **{**CDAE_PAIR, "student_config": {"cdae_negatives": 0}})
+
+
+def _bd_between_cdaes(small_data, **overrides):
+    """BD's training loader and model between two CDAEs without dropout (deterministic rows)."""
+    pair = {**CDAE_PAIR,
+            "teacher_config": {**CDAE_PAIR["teacher_config"], "corruption_ratio": 0.0},
+            "student_config": {**CDAE_PAIR["student_config"], "corruption_ratio": 0.0}}
+    train_data, _, _, model = build(make_config("BD", small_data, **pair, **overrides))
+    model.on_epoch_start(0)  # the first rank refresh
+    return train_data, model
+
+
+def test_bd_between_cdaes_draws_items_per_user_into_row_masks(small_data):
+    train_data, model = _bd_between_cdaes(small_data, bd_items_per_positive=2)
+    assert isinstance(train_data, UserDataLoader)
+    users = torch.tensor([0, 3, 1, 8])  # user 0 (padding) has no training items
+    degrees = torch.as_tensor(model.positives.getnnz(axis=1))[users]
+    state = copy.deepcopy(model.sampler.state_dict())
+    batch = model.draw(Interaction({model.USER_ID: users}))
+    consumed = model.sampler.pointers.clone()
+    # The same draws by hand: 2 x |I_u| consecutive ones per user and direction.
+    model.sampler.load_state_dict(state)
+    expected = torch.zeros((2, len(users), model.n_items), dtype=torch.bool)
+    repeated = users.repeat_interleave(degrees)
+    for _ in range(2):
+        for direction, items in enumerate(model.sampler.next_items(repeated)):
+            for user, item in zip(repeated.tolist(), items.tolist()):
+                expected[direction, users.tolist().index(user), item] = True
+    assert torch.equal(batch.for_student, expected[0])
+    assert torch.equal(batch.for_teacher, expected[1])
+    assert torch.equal(model.sampler.pointers, consumed)
+    assert torch.equal((consumed - state["pointers"])[users], 2 * degrees)
+    positives = torch.as_tensor(model.positives[users.numpy()].toarray() > 0)
+    for mask in (batch.for_student, batch.for_teacher):
+        counts = mask.sum(dim=1)
+        assert counts[0] == 0 and bool((counts[1:] >= 1).all())
+        assert bool((counts <= 2 * degrees).all())
+        assert not bool((mask & positives).any())  # training items are never drawn
+
+
+def test_bd_between_cdaes_loss_is_the_own_row_loss_plus_bce_summed_over_marked_items(
+        small_data):
+    _, model = _bd_between_cdaes(small_data, bd_weight_teacher=0.3, bd_weight_student=0.7,
+                                 bd_tau=3.0)
+    users = torch.tensor([2, 5, 9])
+    batch = model.draw(Interaction({model.USER_ID: users}))
+    for role, other, weight in (("teacher", "student", 0.3), ("student", "teacher", 0.7)):
+        net = getattr(model, role)
+        base, bd = model.losses(role, batch)
+        with torch.no_grad():
+            logits = net.forward(net.get_rating_matrix(users), users).double()
+            targets = getattr(model, other).forward(
+                getattr(model, other).get_rating_matrix(users), users).double()
+            own = net.calculate_loss(Interaction({net.USER_ID: users}))
+        mask = getattr(batch, f"for_{role}")
+        x, y = logits[mask], torch.sigmoid(targets[mask] / 3.0)
+        bce = x.clamp(min=0) - x * y + torch.log1p(torch.exp(-x.abs()))
+        torch.testing.assert_close(base, own)
+        torch.testing.assert_close(bd.double(), weight * bce.sum(), rtol=1e-5, atol=1e-6)
+        model.zero_grad()
+        bd.backward()
+        assert all(p.grad is None for p in getattr(model, other).parameters()), role
+        assert net.h_user.weight.grad.abs().sum() > 0, role
+
+
+def test_bd_between_cdaes_runs_each_users_own_loss_once_an_epoch(small_data, monkeypatch):
+    config = make_config("BD", small_data, **CDAE_PAIR, train_batch_size=7)
+    train_data, _, _, model = build(config)
+    seen = {"teacher": [], "student": []}
+    for role, users in seen.items():
+        net = getattr(model, role)
+        loss = net.calculate_loss
+        monkeypatch.setattr(net, "calculate_loss",
+                            lambda batch, users=users, loss=loss:
+                            users.extend(batch[model.USER_ID].tolist()) or loss(batch))
+    trainer_for(config, model, (train_data,))._train_epoch(train_data, 0)
+    every_user = list(range(model.n_users))
+    assert sorted(seen["teacher"]) == every_user and sorted(seen["student"]) == every_user

@@ -39,6 +39,11 @@ _REPRESENTATION_KINDS = ("embedding", "propagated", "neumf")
 SCORE_METHODS = ("RRD", "BD", "RD", "CD", "DCD")
 
 
+def is_row_model(model_name: str | None) -> bool:
+    """Whether RecBole model ``model_name`` scores whole user rows from one forward (CDAE)."""
+    return _KINDS.get(model_name) == "row"
+
+
 def check_general_model(model_class: type, role: str) -> None:
     """Fail early, naming the role, for models a KD method cannot train with its triples."""
     name = model_class.__name__

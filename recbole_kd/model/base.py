@@ -67,6 +67,12 @@ class KnowledgeDistillationModel(GeneralRecommender):
     teacher_fingerprint: str | None = None  # of the released teacher's weights (resume check)
 
     @classmethod
+    def trains_on_user_batches(cls, config) -> bool:
+        """Whether training batches are of users (RecBole's ``UserDataLoader``) rather than
+        (user, positive, negative) triples: only BD between two user-row models."""
+        return False
+
+    @classmethod
     def check_backbone(cls, role: str, model_name: str) -> None:
         """Refuse a teacher or student model this method cannot use, naming the role."""
         model_class = backbone_class(model_name, role)

@@ -17,7 +17,7 @@ from typing import NamedTuple
 import torch
 from torch import Tensor
 
-from recbole_kd.model.backbone import Backbone, clear_caches
+from recbole_kd.model.backbone import Backbone, clear_caches, is_row_model
 from recbole_kd.model.base import KnowledgeDistillationModel
 from recbole_kd.model.loss import bidirectional_distillation_loss
 from recbole_kd.model.sampler.rank_discrepancy import RankDiscrepancySampler
@@ -34,11 +34,25 @@ class BDBatch(NamedTuple):
     teacher_targets: Tensor  # [B, P] teacher scores of for_student, taken before the teacher's step
 
 
+class UserBatch(NamedTuple):
+    """A batch of users of two user-row models, each user's BD items marked in its row."""
+
+    users: Tensor  # [U] distinct users
+    for_student: Tensor  # [U, n_items] bool: items of the student's BD loss
+    for_teacher: Tensor  # [U, n_items] bool: items of the teacher's BD loss
+    teacher_targets: Tensor  # [U, n_items] teacher logits, taken before the teacher's step
+
+
 class BD(KnowledgeDistillationModel):
     """Both models trainable; each is trained on its own loss plus its BD loss.
 
     L_X = L_base(X) + lambda_X * sum_(u,j) BCE(score_X(u, j), sigmoid(score_other(u, j) / tau)) / B.
     The trainer steps the teacher first, then the student (``BDTrainer``).
+
+    Between two user-row models (CDAE) BD trains on batches of users, as the BD authors' CDAE
+    notebook does and as RecBole trains CDAE alone: each user's own row loss once per epoch, and
+    ``bd_items_per_positive`` x |I_u| items drawn per direction, an item drawn twice counted
+    once; the BD term is then a sum over those items, as the models' own row losses are sums.
     """
 
     teacher_trainable = True
@@ -63,6 +77,12 @@ class BD(KnowledgeDistillationModel):
             "chunk_size": config["kd_chunk_size"],
         }
         self.sampler: RankDiscrepancySampler | None = None
+        self.user_batches = self.trains_on_user_batches(config)
+        self.degrees = torch.as_tensor(self.positives.getnnz(axis=1), dtype=torch.long)  # |I_u|
+
+    @classmethod
+    def trains_on_user_batches(cls, config) -> bool:
+        return is_row_model(config["teacher_model"]) and is_row_model(config["student_model"])
 
     # ----- rank refresh ------------------------------------------------------------------------
     def _ensure_sampler(self) -> RankDiscrepancySampler:
@@ -72,6 +92,7 @@ class BD(KnowledgeDistillationModel):
                 self.positives, self.n_items, device=device, users=self.owned_users,
                 **self.sampler_args
             )
+            self.degrees = self.degrees.to(device)
         return self.sampler
 
     def on_epoch_start(self, epoch: int) -> None:
@@ -96,8 +117,10 @@ class BD(KnowledgeDistillationModel):
         getLogger().info(f"BD rank refresh: {self.sampler.last_refresh_seconds:.2f}s")
 
     # ----- losses ------------------------------------------------------------------------------
-    def draw(self, interaction) -> BDBatch:
+    def draw(self, interaction) -> BDBatch | UserBatch:
         """The batch's BD items and the teacher's targets for the student, before any step."""
+        if self.user_batches:
+            return self.draw_for_users(interaction[self.USER_ID])
         user = interaction[self.USER_ID]
         draws = [self.sampler.next_items(user) for _ in range(self.items_per_positive)]
         for_student = torch.stack([d[0] for d in draws], dim=1)
@@ -107,8 +130,22 @@ class BD(KnowledgeDistillationModel):
         return BDBatch(user, interaction[self.ITEM_ID], interaction[self.NEG_ITEM_ID],
                        for_student, for_teacher, teacher_targets)
 
-    def losses(self, role: str, batch: BDBatch) -> tuple[Tensor, Tensor]:
+    def draw_for_users(self, users: Tensor) -> UserBatch:
+        """Each user's ``bd_items_per_positive`` x |I_u| draws per direction, as row masks."""
+        rows = torch.repeat_interleave(torch.arange(len(users), device=users.device),
+                                       self.degrees[users])
+        masks = torch.zeros((2, len(users), self.n_items), dtype=torch.bool, device=users.device)
+        for _ in range(self.items_per_positive):
+            for mask, items in zip(masks, self.sampler.next_items(users[rows])):
+                mask[rows, items] = True
+        with torch.no_grad():
+            teacher_targets = self.teacher_net.row_logits(users)
+        return UserBatch(users, masks[0], masks[1], teacher_targets)
+
+    def losses(self, role: str, batch: BDBatch | UserBatch) -> tuple[Tensor, Tensor]:
         """(own loss, weighted BD loss) of ``role``, with the other model's scores as targets."""
+        if isinstance(batch, UserBatch):
+            return self.user_batch_losses(role, batch)
         net: Backbone = getattr(self, f"{role}_net")
         items = getattr(batch, f"for_{role}")
         neg = items[:, 0] if self.sampled_as_negative else batch.neg
@@ -120,6 +157,20 @@ class BD(KnowledgeDistillationModel):
         base, scores = net.base_loss_and_scores(batch.user, batch.pos, neg, items)
         bd = bidirectional_distillation_loss(scores, targets, self.tau)
         return base, self.weight[role] * bd.sum() / len(batch.user)
+
+    def user_batch_losses(self, role: str, batch: UserBatch) -> tuple[Tensor, Tensor]:
+        """Own row loss of the batch's users and the BD term summed over their marked items."""
+        net: Backbone = getattr(self, f"{role}_net")
+        if role == "student":
+            targets = batch.teacher_targets
+        else:
+            with torch.no_grad():
+                targets = self.student_net.row_logits(batch.users)
+        mask = getattr(batch, f"for_{role}")
+        base = net.base_loss(batch.users, None, None)
+        logits = net.row_logits(batch.users)
+        bd = bidirectional_distillation_loss(logits[mask], targets[mask], self.tau)
+        return base, self.weight[role] * bd.sum()
 
     @property
     def loss_names(self) -> list[str]:
