@@ -8,15 +8,17 @@ import os
 
 import pytest
 import torch
+from recbole.data.dataloader import UserDataLoader
 from torch.nn import functional as F
 
 from recbole_kd import pretrained
 from recbole_kd.config import KDConfig
 from recbole_kd.errors import CheckpointError, KDConfigError
 from recbole_kd.model.role_config import derive_config
+from recbole_kd.model.row_loss import sampled_row_loss
 from recbole_kd.properties import pair_file, read_pair
 from recbole_kd.quick_start import prepare_run
-from tests.conftest import FAST, build, fast, make_config
+from tests.conftest import FAST, build, fast, make_config, trainer_for
 
 # FAST without what the reference files set: their own values must reach the models.
 FILE_KEYS = ("teacher_config", "student_config", "train_batch_size")
@@ -57,6 +59,32 @@ def test_bd_reference_warm_ups_and_stage_two(small_data):
     assert config["epochs"] == 100 and config["stopping_step"] == 20  # stage 2
     protocol = read_pair("bd")
     assert protocol["topk"] == [50, 100, 200] and protocol["kd_eval_protocol"] == "full"
+
+
+def test_bd_cdae_reference_builds_the_notebooks_cdaes_and_stage_two(small_data):
+    stored = read_pair("bd-cdae-citeulike")
+    assert stored["teacher_config"]["epochs"] == stored["student_config"]["epochs"] == 1000
+    # Warm-ups of 2 epochs here, to keep the test short; the rest is the file's.
+    config = reference_config("BD", small_data, "bd-cdae-citeulike", epochs=100,
+                              teacher_config={"embedding_size": 50, "epochs": 2},
+                              student_config={"embedding_size": 5, "epochs": 2})
+    train_data, _, _, model = build(config)
+    assert isinstance(train_data, UserDataLoader) and train_data.step == 128  # users
+    for role, size in (("teacher", 50), ("student", 5)):
+        derived = getattr(model, f"{role}_config")
+        cdae = getattr(model, role)
+        assert cdae.h_item.out_features == size
+        assert isinstance(cdae.h_act, torch.nn.Sigmoid)
+        assert cdae.calculate_loss.func is sampled_row_loss
+        assert cdae.calculate_loss.keywords == {"ratio": 5}
+        assert cdae.reg_weight_1 == cdae.reg_weight_2 == 0
+        assert derived["learning_rate"] == 0.002 and derived["weight_decay"] == 0.001  # warm-up
+    optimizers = trainer_for(config, model).optimizers
+    for role in ("teacher", "student"):  # stage 2: no weight decay, the warm-ups' rate
+        (group,) = optimizers[role].param_groups
+        assert group["weight_decay"] == 0 and group["lr"] == 0.002
+    assert (config["bd_tau"], config["bd_items_per_positive"]) == (2, 5)
+    assert config["bd_eps_teacher"] == config["bd_eps_student"] == 1e-4
 
 
 def xavier_std(table: torch.Tensor) -> float:
