@@ -12,7 +12,7 @@ from recbole.config import Config
 from recbole_kd import distributed
 from recbole_kd.errors import KDConfigError
 from recbole_kd.eval_protocol import check_eval_protocol
-from recbole_kd.key_checks import check_keys, method_files
+from recbole_kd.key_checks import check_keys, foreign_keys, method_files
 from recbole_kd.properties import model_file, properties_dir
 from recbole_kd.registry import get_model
 
@@ -68,6 +68,12 @@ class KDConfig(Config):
 
     def _get_final_config_dict(self):
         final = super()._get_final_config_dict()
+        # One property file may set up several runs (a reference setup: the models trained
+        # alone and BD): a run leaves the other methods' keys of its files to them. Set in the
+        # run's own dict or command line, such a key is still refused.
+        direct = self.variable_config_dict.keys() | self.cmd_config_dict.keys()
+        for key in foreign_keys(self.model) & (self.file_config_dict.keys() - direct):
+            del final[key]
         check_keys(final, self.model, self.external_config_dict)
         return final
 

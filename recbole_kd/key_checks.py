@@ -179,9 +179,13 @@ def method_files(model: str) -> list[str]:
 def settings_for(model: str, settings: dict[str, Any]) -> dict[str, Any]:
     """``settings`` without the keys that belong to other methods than ``model`` (e.g. one
     comparison's shared settings for each of its runs)."""
-    own = own_keys(model)
-    foreign = set().union(*method_keys().values()) - own
+    foreign = foreign_keys(model)
     return {key: value for key, value in settings.items() if key not in foreign}
+
+
+def foreign_keys(model: str) -> frozenset[str]:
+    """The plugin keys of other methods than ``model``'s."""
+    return frozenset().union(*method_keys().values()) - own_keys(model)
 
 
 def own_keys(model: str) -> frozenset[str]:

@@ -76,7 +76,7 @@ def test_bd_cdae_reference_builds_the_notebooks_cdaes_and_stage_two(small_data):
         assert cdae.h_item.out_features == size
         assert isinstance(cdae.h_act, torch.nn.Sigmoid)
         assert cdae.calculate_loss.func is sampled_row_loss
-        assert cdae.calculate_loss.keywords == {"ratio": 5}
+        assert cdae.cdae_negatives == 5
         assert cdae.reg_weight_1 == cdae.reg_weight_2 == 0
         assert derived["learning_rate"] == 0.002 and derived["weight_decay"] == 0.001  # warm-up
     optimizers = trainer_for(config, model).optimizers

@@ -123,6 +123,19 @@ def test_sampled_cdae_loss_is_the_bce_over_positives_and_drawn_negatives(small_d
     assert got < cdae.__class__.calculate_loss(cdae, Interaction({cdae.USER_ID: users}))
 
 
+@pytest.mark.parametrize("loss_type", ["BCE", "MSE"])
+def test_own_row_loss_of_one_forward_is_recboles_cdae_loss(small_data, loss_type):
+    size = {"embedding_size": 8, "corruption_ratio": 0.0, "loss_type": loss_type,
+            "reg_weight_1": 0.1}
+    config = make_config("RRD", small_data, **{**CDAE_PAIR, "student_config": size})
+    _, _, _, model = build(config)
+    users = torch.tensor([1, 5, 9])
+    loss, logits = model.student_net.row_loss_and_logits(users)
+    cdae = model.student
+    torch.testing.assert_close(loss, cdae.calculate_loss(Interaction({cdae.USER_ID: users})))
+    torch.testing.assert_close(logits, cdae.forward(cdae.get_rating_matrix(users), users))
+
+
 def test_cdae_negatives_reach_every_cdae_the_runner_trains(small_data, workdir):
     result = run_recbole_kd("CDAE", config_dict={**fast("BD"), "data_path": small_data,
                                                  "embedding_size": 8, "cdae_negatives": 5})
@@ -185,6 +198,7 @@ def test_bd_between_cdaes_loss_is_the_own_row_loss_plus_bce_summed_over_marked_i
     for role, other, weight in (("teacher", "student", 0.3), ("student", "teacher", 0.7)):
         net = getattr(model, role)
         base, bd = model.losses(role, batch)
+        assert base is batch.own_losses[role]  # one forward per model and batch
         with torch.no_grad():
             logits = net.forward(net.get_rating_matrix(users), users).double()
             targets = getattr(model, other).forward(
@@ -206,11 +220,11 @@ def test_bd_between_cdaes_runs_each_users_own_loss_once_an_epoch(small_data, mon
     train_data, _, _, model = build(config)
     seen = {"teacher": [], "student": []}
     for role, users in seen.items():
-        net = getattr(model, role)
-        loss = net.calculate_loss
-        monkeypatch.setattr(net, "calculate_loss",
-                            lambda batch, users=users, loss=loss:
-                            users.extend(batch[model.USER_ID].tolist()) or loss(batch))
+        net = getattr(model, f"{role}_net")
+        forward = net.row_loss_and_logits
+        monkeypatch.setattr(net, "row_loss_and_logits",
+                            lambda batch_users, users=users, forward=forward:
+                            users.extend(batch_users.tolist()) or forward(batch_users))
     trainer_for(config, model, (train_data,))._train_epoch(train_data, 0)
     every_user = list(range(model.n_users))
     assert sorted(seen["teacher"]) == every_user and sorted(seen["student"]) == every_user

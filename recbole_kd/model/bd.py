@@ -35,12 +35,14 @@ class BDBatch(NamedTuple):
 
 
 class UserBatch(NamedTuple):
-    """A batch of users of two user-row models, each user's BD items marked in its row."""
+    """A batch of users of two user-row models: each user's BD items marked in its row, and
+    each model's own loss and logits from its one forward of the batch (before any step)."""
 
     users: Tensor  # [U] distinct users
     for_student: Tensor  # [U, n_items] bool: items of the student's BD loss
     for_teacher: Tensor  # [U, n_items] bool: items of the teacher's BD loss
-    teacher_targets: Tensor  # [U, n_items] teacher logits, taken before the teacher's step
+    own_losses: dict[str, Tensor]  # by role, differentiable
+    logits: dict[str, Tensor]  # by role, [U, n_items], differentiable
 
 
 class BD(KnowledgeDistillationModel):
@@ -131,16 +133,20 @@ class BD(KnowledgeDistillationModel):
                        for_student, for_teacher, teacher_targets)
 
     def draw_for_users(self, users: Tensor) -> UserBatch:
-        """Each user's ``bd_items_per_positive`` x |I_u| draws per direction, as row masks."""
+        """Each user's ``bd_items_per_positive`` x |I_u| draws per direction, as row masks, and
+        one forward of each model: its output is both its own prediction and, detached, the
+        other model's target (the teacher's taken before its step), as in the notebook."""
         rows = torch.repeat_interleave(torch.arange(len(users), device=users.device),
                                        self.degrees[users])
         masks = torch.zeros((2, len(users), self.n_items), dtype=torch.bool, device=users.device)
         for _ in range(self.items_per_positive):
             for mask, items in zip(masks, self.sampler.next_items(users[rows])):
                 mask[rows, items] = True
-        with torch.no_grad():
-            teacher_targets = self.teacher_net.row_logits(users)
-        return UserBatch(users, masks[0], masks[1], teacher_targets)
+        forwards = {role: getattr(self, f"{role}_net").row_loss_and_logits(users)
+                    for role in ("teacher", "student")}
+        return UserBatch(users, masks[0], masks[1],
+                         own_losses={role: f[0] for role, f in forwards.items()},
+                         logits={role: f[1] for role, f in forwards.items()})
 
     def losses(self, role: str, batch: BDBatch | UserBatch) -> tuple[Tensor, Tensor]:
         """(own loss, weighted BD loss) of ``role``, with the other model's scores as targets."""
@@ -160,17 +166,11 @@ class BD(KnowledgeDistillationModel):
 
     def user_batch_losses(self, role: str, batch: UserBatch) -> tuple[Tensor, Tensor]:
         """Own row loss of the batch's users and the BD term summed over their marked items."""
-        net: Backbone = getattr(self, f"{role}_net")
-        if role == "student":
-            targets = batch.teacher_targets
-        else:
-            with torch.no_grad():
-                targets = self.student_net.row_logits(batch.users)
+        other = "student" if role == "teacher" else "teacher"
         mask = getattr(batch, f"for_{role}")
-        base = net.base_loss(batch.users, None, None)
-        logits = net.row_logits(batch.users)
-        bd = bidirectional_distillation_loss(logits[mask], targets[mask], self.tau)
-        return base, self.weight[role] * bd.sum()
+        bd = bidirectional_distillation_loss(batch.logits[role][mask], batch.logits[other][mask],
+                                             self.tau)
+        return batch.own_losses[role], self.weight[role] * bd.sum()
 
     @property
     def loss_names(self) -> list[str]:

@@ -31,33 +31,49 @@ def sampled_negatives(rows: Tensor, ratio: int, generator: torch.Generator | Non
     """For users' training rows ``rows`` [U, n_items] (> 0 where interacted; column 0 is the
     padding item), a mask [U, n_items] of ``ratio`` × |I_u| items per user drawn uniformly with
     replacement from the items the user has not interacted with (duplicates marked once)."""
-    candidates = (rows <= 0).float()
-    candidates[:, 0] = 0.0  # the padding item is never an item
-    counts = ratio * (rows > 0).sum(dim=1)
-    empty = candidates.sum(dim=1) == 0  # a user who has interacted with every item
-    counts[empty] = 0
-    candidates[empty, 0] = 1.0  # any weight: nothing is kept for these users
+    free = rows <= 0
+    free[:, 0] = False  # the padding item is never an item
+    n_free = free.sum(dim=1)
+    counts = torch.where(n_free > 0, ratio * (rows > 0).sum(dim=1), 0)
     mask = torch.zeros_like(rows, dtype=torch.bool)
-    most = int(counts.max()) if len(counts) else 0
-    if most == 0:
+    total = int(counts.sum())
+    if total == 0:
         return mask
-    drawn = torch.multinomial(candidates, most, replacement=True, generator=generator)
-    kept = torch.arange(most, device=rows.device) < counts.unsqueeze(1)
-    user = torch.arange(len(rows), device=rows.device).unsqueeze(1).expand_as(drawn)
-    mask[user[kept], drawn[kept]] = True
+    owner = torch.repeat_interleave(torch.arange(len(rows), device=rows.device), counts)
+    # Each draw is the r-th free item of its row, r uniform over the row's free items. The rows'
+    # running counts of free items, laid end to end, are one sorted sequence: the draw is where
+    # its row's offset + r + 1 is first reached.
+    offsets = torch.cumsum(n_free, dim=0) - n_free
+    running = (torch.cumsum(free, dim=1) + offsets.unsqueeze(1)).reshape(-1)
+    uniform = torch.rand(total, dtype=torch.float64, device=rows.device, generator=generator)
+    r = torch.minimum((uniform * n_free[owner]).long(), n_free[owner] - 1)
+    position = torch.searchsorted(running, offsets[owner] + r + 1)
+    mask[owner, position % rows.shape[1]] = True
     return mask
 
 
-def sampled_row_loss(model: CDAE, interaction, ratio: int) -> Tensor:
-    """CDAE's loss over each user's training items and its sampled negatives (see the module)."""
-    users = interaction[model.USER_ID]
-    rows = model.get_rating_matrix(users)
-    logits = model.forward(rows, users)
-    mask = (rows > 0) | sampled_negatives(rows, ratio)
-    loss = F.binary_cross_entropy_with_logits(logits[mask], rows[mask], reduction="sum")
+def own_row_loss(model: CDAE, rows: Tensor, logits: Tensor) -> Tensor:
+    """CDAE's own loss of the users with training rows ``rows`` from their ``logits`` (one
+    forward): over the training items and sampled negatives when the model was given
+    ``cdae_negatives``, else RecBole's ``CDAE.calculate_loss`` over the whole row."""
+    ratio = getattr(model, KEY, None)
+    if ratio is not None:
+        mask = (rows > 0) | sampled_negatives(rows, ratio)
+        loss = F.binary_cross_entropy_with_logits(logits[mask], rows[mask], reduction="sum")
+    elif model.loss_type == "MSE":
+        loss = F.mse_loss(model.o_act(logits), rows, reduction="sum")
+    else:
+        loss = F.binary_cross_entropy_with_logits(logits, rows, reduction="sum")
     loss = loss + model.reg_weight_1 * (model.h_user.weight.norm(p=1)
                                         + model.h_item.weight.norm(p=1))
     return loss + model.reg_weight_2 * (model.h_user.weight.norm() + model.h_item.weight.norm())
+
+
+def sampled_row_loss(model: CDAE, interaction) -> Tensor:
+    """CDAE's loss over each user's training items and its sampled negatives (see the module)."""
+    users = interaction[model.USER_ID]
+    rows = model.get_rating_matrix(users)
+    return own_row_loss(model, rows, model.forward(rows, users))
 
 
 def use_sampled_loss(model, config) -> None:
@@ -68,4 +84,5 @@ def use_sampled_loss(model, config) -> None:
         if model.loss_type != "BCE":
             raise KDConfigError(f"Config key '{KEY}' needs CDAE's loss_type BCE, not "
                                 f"{model.loss_type}: unset one of them.")
-        model.calculate_loss = partial(sampled_row_loss, model, ratio=ratio)
+        setattr(model, KEY, ratio)
+        model.calculate_loss = partial(sampled_row_loss, model)
