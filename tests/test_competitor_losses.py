@@ -207,6 +207,20 @@ def test_uniform_non_positives_is_uniform_over_the_free_items() -> None:
         check_frequencies(counts, draws.shape[1], expected)
 
 
+def test_uniform_non_positives_takes_the_rank_th_free_item_of_each_user() -> None:
+    n_users, n_items = 7, 12
+    csr = random_positives(n_users, n_items, most=6, seed=3)
+    positives = PositiveRows(csr, "cpu")
+    users = torch.tensor([0, 3, 1, 3, 6, 2])  # user 0 (padding) has no positives
+    draws = uniform_non_positives(positives, users, 50, make_generator(5, "cpu"))
+    uniform = torch.rand((len(users), 50), dtype=torch.float64, generator=make_generator(5, "cpu"))
+    dense = csr.toarray() != 0
+    for row, user in enumerate(users.tolist()):
+        free = [item for item in range(1, n_items) if not dense[user, item]]
+        expected = [free[int(u * len(free))] for u in uniform[row].tolist()]
+        assert draws[row].tolist() == expected, user
+
+
 # ---------------------------------------------------------------- HTD
 
 

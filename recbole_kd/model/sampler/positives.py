@@ -99,10 +99,24 @@ class PositiveRows:
     def __init__(self, matrix: sp.spmatrix, device: torch.device | str) -> None:
         csr = sp.csr_matrix(matrix, copy=True)
         csr.sum_duplicates()  # a repeated (u, i) entry is still one positive
+        csr.sort_indices()  # each row's items in increasing order
         self.shape: tuple[int, int] = (int(csr.shape[0]), int(csr.shape[1]))
         self.indptr = torch.from_numpy(csr.indptr.astype(np.int64)).to(device)
         self.indices = torch.from_numpy(csr.indices.astype(np.int64)).to(device)
         self.counts = self.indptr[1:] - self.indptr[:-1]
+        self._free_below: Tensor | None = None
+
+    @property
+    def free_below(self) -> Tensor:
+        """LongTensor [nnz], sorted: for the k-th (0-based) positive p_k of user u,
+        u * n_items + p_k - 1 - k, where p_k - 1 - k items of 1..p_k - 1 are not u's positives.
+        Computed once."""
+        if self._free_below is None:
+            rows = torch.repeat_interleave(
+                torch.arange(self.shape[0], device=self.indptr.device), self.counts)
+            within = torch.arange(len(rows), device=rows.device) - self.indptr[rows]
+            self._free_below = rows * self.shape[1] + self.indices - 1 - within
+        return self._free_below
 
     def cells(self, users: Tensor, padding: bool = True) -> Tensor:
         """LongTensor: flat positions ``row * n_items + item`` of the training positives of

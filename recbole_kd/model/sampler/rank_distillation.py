@@ -21,31 +21,23 @@ def uniform_non_positives(
     the user's training positives (RD's dynamic items), exactly and without rejection.
 
     The r-th (0-based) free item of a user with sorted positives p_0 < p_1 < ... is
-    r + 1 + #{k : p_k - 1 - k <= r}, since p_k - 1 - k free items lie below p_k.
+    r + 1 + #{k : p_k - 1 - k <= r}, since p_k - 1 - k free items lie below p_k; the count is
+    one search in ``positives.free_below``, the users' keyed and sorted p_k - 1 - k.
 
     Returns:
         LongTensor [len(users), n].
     """
     n_items = positives.shape[1]
-    starts = positives.indptr[users]
-    counts = positives.indptr[users + 1] - starts
-    width = max(int(counts.max()) if len(users) else 0, 1)
-    rows = torch.repeat_interleave(torch.arange(len(users), device=users.device), counts)
-    row_first = torch.cumsum(counts, dim=0) - counts
-    within = torch.arange(len(rows), device=users.device) - row_first[rows]
-    sorted_items = torch.full((len(users), width), n_items, dtype=torch.long, device=users.device)
-    sorted_items[rows, within] = positives.indices[starts[rows] + within]
-    sorted_items = sorted_items.sort(dim=1).values
-    columns = torch.arange(width, device=users.device)
-    free_below = torch.where(columns < counts.unsqueeze(1), sorted_items - 1 - columns, n_items)
-    n_free = n_items - 1 - counts
+    n_free = n_items - 1 - positives.counts[users]
     if len(users) and int(n_free.min()) < 1:
         raise ValueError("a user has no item outside its training positives to draw")
     uniform = torch.rand(
         (len(users), n), dtype=torch.float64, device=users.device, generator=generator
     )
     rank = torch.minimum((uniform * n_free.unsqueeze(1)).long(), (n_free - 1).unsqueeze(1))
-    return rank + 1 + torch.searchsorted(free_below.contiguous(), rank, right=True)
+    below = torch.searchsorted(positives.free_below, (users * n_items).unsqueeze(1) + rank,
+                               right=True) - positives.indptr[users].unsqueeze(1)
+    return rank + 1 + below
 
 
 def tournament_positions(
