@@ -28,7 +28,7 @@ from torch import Tensor
 
 from recbole_kd.errors import BackboneError
 from recbole_kd.kernels.list_scores import list_scores
-from recbole_kd.model.row_loss import own_row_loss
+from recbole_kd.model.row_loss import row_loss_and_logits
 
 # How scores and representations are read from a model, by class name; others are "generic".
 _KINDS = {"BPR": "embedding", "LightGCN": "propagated", "NeuMF": "neumf", "CDAE": "row"}
@@ -188,10 +188,7 @@ class Backbone:
     def row_loss_and_logits(self, users: Tensor) -> tuple[Tensor, Tensor]:
         """A user-row model's own loss of distinct ``users`` and its logits of every item, both
         from one forward of their training rows (differentiable)."""
-        m = self.model
-        rows = m.get_rating_matrix(users)
-        logits = m.forward(rows, users)
-        return own_row_loss(m, rows, logits), logits
+        return row_loss_and_logits(self.model, users)
 
     @torch.no_grad()
     def evaluation_scores(self, users: Tensor) -> Tensor:

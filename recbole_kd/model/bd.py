@@ -80,7 +80,6 @@ class BD(KnowledgeDistillationModel):
         }
         self.sampler: RankDiscrepancySampler | None = None
         self.user_batches = self.trains_on_user_batches(config)
-        self.degrees = torch.as_tensor(self.positives.getnnz(axis=1), dtype=torch.long)  # |I_u|
 
     @classmethod
     def trains_on_user_batches(cls, config) -> bool:
@@ -94,7 +93,6 @@ class BD(KnowledgeDistillationModel):
                 self.positives, self.n_items, device=device, users=self.owned_users,
                 **self.sampler_args
             )
-            self.degrees = self.degrees.to(device)
         return self.sampler
 
     def on_epoch_start(self, epoch: int) -> None:
@@ -137,16 +135,15 @@ class BD(KnowledgeDistillationModel):
         one forward of each model: its output is both its own prediction and, detached, the
         other model's target (the teacher's taken before its step), as in the notebook."""
         rows = torch.repeat_interleave(torch.arange(len(users), device=users.device),
-                                       self.degrees[users])
+                                       self.sampler.positives.counts[users])  # |I_u| each
         masks = torch.zeros((2, len(users), self.n_items), dtype=torch.bool, device=users.device)
         for _ in range(self.items_per_positive):
             for mask, items in zip(masks, self.sampler.next_items(users[rows])):
                 mask[rows, items] = True
-        forwards = {role: getattr(self, f"{role}_net").row_loss_and_logits(users)
-                    for role in ("teacher", "student")}
-        return UserBatch(users, masks[0], masks[1],
-                         own_losses={role: f[0] for role, f in forwards.items()},
-                         logits={role: f[1] for role, f in forwards.items()})
+        own_losses, logits = {}, {}
+        for role in ("teacher", "student"):
+            own_losses[role], logits[role] = getattr(self, f"{role}_net").row_loss_and_logits(users)
+        return UserBatch(users, masks[0], masks[1], own_losses, logits)
 
     def losses(self, role: str, batch: BDBatch | UserBatch) -> tuple[Tensor, Tensor]:
         """(own loss, weighted BD loss) of ``role``, with the other model's scores as targets."""

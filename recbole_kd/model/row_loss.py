@@ -69,11 +69,17 @@ def own_row_loss(model: CDAE, rows: Tensor, logits: Tensor) -> Tensor:
     return loss + model.reg_weight_2 * (model.h_user.weight.norm() + model.h_item.weight.norm())
 
 
+def row_loss_and_logits(model: CDAE, users: Tensor) -> tuple[Tensor, Tensor]:
+    """The own loss of distinct ``users`` and their logits of every item, from one forward of
+    their training rows."""
+    rows = model.get_rating_matrix(users)
+    logits = model.forward(rows, users)
+    return own_row_loss(model, rows, logits), logits
+
+
 def sampled_row_loss(model: CDAE, interaction) -> Tensor:
     """CDAE's loss over each user's training items and its sampled negatives (see the module)."""
-    users = interaction[model.USER_ID]
-    rows = model.get_rating_matrix(users)
-    return own_row_loss(model, rows, model.forward(rows, users))
+    return row_loss_and_logits(model, interaction[model.USER_ID])[0]
 
 
 def use_sampled_loss(model, config) -> None:
