@@ -165,6 +165,7 @@ VALUE_RULES: dict[str, tuple[Callable[[Any], bool], str]] = {
     "topk": (_positive_ints, "a positive int or a list of positive ints"),
     "seed": (lambda x: isinstance(x, int) and not isinstance(x, bool), "an int"),
     "init_std": (_positive, "a number > 0 (std of the N(0, std) embeddings) or null"),
+    "init_layers": (lambda v: v == "torch", "torch (PyTorch's own initialisation of every layer) or null"),
     "cdae_negatives": (_positive_int, "an int >= 1 (negatives per training item of a user) or null"),
 }
 

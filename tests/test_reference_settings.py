@@ -79,11 +79,14 @@ def test_bd_cdae_reference_builds_the_notebooks_cdaes_and_stage_two(small_data):
         assert cdae.cdae_negatives == 5
         assert cdae.reg_weight_1 == cdae.reg_weight_2 == 0
         assert derived["learning_rate"] == 0.002 and derived["weight_decay"] == 0.001  # warm-up
+        assert derived["init_layers"] == "torch"
+        assert cdae.h_user.weight.std().item() == pytest.approx(1.0, rel=0.1)  # N(0, 1)
     optimizers = trainer_for(config, model).optimizers
     for role in ("teacher", "student"):  # stage 2: no weight decay, the warm-ups' rate
         (group,) = optimizers[role].param_groups
         assert group["weight_decay"] == 0 and group["lr"] == 0.002
     assert (config["bd_tau"], config["bd_items_per_positive"]) == (2, 5)
+    assert (config["eval_step"], config["stopping_step"]) == (5, 20)  # patience: 100 epochs
     assert config["bd_eps_teacher"] == config["bd_eps_student"] == 1e-4
 
 
@@ -109,6 +112,32 @@ def test_init_std_refuses_impossible_values(small_data, value):
     with pytest.raises(KDConfigError, match="init_std"):  # inside a role's overrides too
         build(make_config("RRD", small_data, student_config={"embedding_size": 8,
                                                              "init_std": value}))
+
+
+def test_init_layers_torch_gives_pytorchs_own_initialisation(small_data):
+    """A CDAE's user table, encoder and decoder from PyTorch's defaults (N(0, 1) embeddings,
+    U(-1/sqrt(fan_in), 1/sqrt(fan_in)) Linear weights and biases), not RecBole's xavier_normal."""
+    settings = {"embedding_size": 8, "train_neg_sample_args": None}
+    *_, own = build(make_config("CDAE", small_data, **settings))
+    *_, reset = build(make_config("CDAE", small_data, init_layers="torch", **settings))
+    own_users, reset_users = own.h_user.weight.detach(), reset.h_user.weight.detach()
+    assert own_users.std().item() == pytest.approx(xavier_std(own_users), rel=0.05)
+    assert reset_users.std().item() == pytest.approx(1.0, rel=0.05)
+    for name in ("h_item", "out_layer"):
+        own_layer, layer = getattr(own, name), getattr(reset, name)
+        assert torch.count_nonzero(own_layer.bias) == 0  # RecBole zeroes them
+        bound = 1 / math.sqrt(layer.in_features)
+        weight, bias = layer.weight.detach(), layer.bias.detach()
+        assert weight.abs().max().item() <= bound and bias.abs().max().item() <= bound
+        assert torch.count_nonzero(bias) == bias.numel()
+        # uniform on [-bound, bound]: std bound / sqrt(3)
+        assert weight.std().item() == pytest.approx(bound / math.sqrt(3), rel=0.1)
+
+
+@pytest.mark.parametrize("value", ["xavier", True, 1])
+def test_init_layers_refuses_other_values(small_data, value):
+    with pytest.raises(KDConfigError, match="init_layers"):
+        make_config("BPR", small_data, init_layers=value)
 
 
 def initial_weights(monkeypatch) -> list[dict]:

@@ -13,13 +13,14 @@ from recbole.utils import get_model as recbole_get_model
 
 from recbole_kd.errors import KDConfigError
 from recbole_kd.model.init import KEY as INIT_KEY
+from recbole_kd.model.init import LAYERS_KEY as INIT_LAYERS_KEY
 from recbole_kd.model.row_loss import KEY as ROW_LOSS_KEY
 from recbole_kd.properties import plugin_keys
 
 # recbole_kd keys that configure a backbone itself: unlike the other plugin keys they stay in the
 # backbone's derived config (and in teacher_config / student_config), so each model is built with
 # them and a cached model's name covers them.
-BACKBONE_KEYS = frozenset({INIT_KEY, ROW_LOSS_KEY})
+BACKBONE_KEYS = frozenset({INIT_KEY, INIT_LAYERS_KEY, ROW_LOSS_KEY})
 
 
 def recbole_model(model_name: str, what: str) -> type:
