@@ -134,6 +134,16 @@ def test_init_layers_torch_gives_pytorchs_own_initialisation(small_data):
         assert weight.std().item() == pytest.approx(bound / math.sqrt(3), rel=0.1)
 
 
+def test_init_layers_reaches_both_roles_and_names_its_own_cached_teacher(small_data):
+    *_, plain = build(make_config("RRD", small_data))  # caches a teacher from xavier_normal
+    *_, reset = build(make_config("RRD", small_data, init_layers="torch"))
+    for role in ("teacher", "student"):
+        plain_table = getattr(plain, role).item_embedding.weight.detach()
+        reset_table = getattr(reset, role).item_embedding.weight.detach()
+        assert plain_table.std().item() < 0.5  # xavier_normal: about sqrt(2 / (rows + dim))
+        assert reset_table.std().item() == pytest.approx(1.0, rel=0.1)  # N(0, 1), barely trained
+
+
 @pytest.mark.parametrize("value", ["xavier", True, 1])
 def test_init_layers_refuses_other_values(small_data, value):
     with pytest.raises(KDConfigError, match="init_layers"):
