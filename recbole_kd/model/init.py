@@ -31,7 +31,7 @@ def initialise(model: nn.Module, config) -> nn.Module:
 
     Called right after the model is built, from the global generator that built it, so that two
     models built from the same seed in the same order (the student alone, the distilled student)
-    start from the same weights. Other layers (NeuMF's MLP) keep their model's initialisation.
+    start from the same weights. ``init_std`` alone leaves the other layers (NeuMF's MLP) as built.
     """
     use_sampled_loss(model, config)
     if config[LAYERS_KEY] == "torch":
