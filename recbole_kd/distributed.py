@@ -201,6 +201,10 @@ def spawn(target: Callable[..., Any], nproc: int, world_size: int, ip: str, port
 def _rank_main(local_rank: int, target, args: tuple, config_dict: dict, outcomes: str) -> None:
     try:
         result = target(*args, config_dict={**config_dict, "local_rank": local_rank})
+        # Leave the group together: a rank that tears gloo down while another still talks to
+        # it can abort ("terminate called without an active exception"). On an error the
+        # launcher ends every rank, so no rank waits here for one that failed.
+        barrier()
     except BaseException as error:
         _write_outcome(outcomes, f"error-{local_rank}",
                        error if isinstance(error, KDError) else traceback.format_exc())
