@@ -160,9 +160,13 @@ def written_by_main(write: Callable[[], Any]) -> Any:
     return broadcast_object(result)
 
 
-def end_process() -> None:
-    """Leave the process group (the end of a distributed run)."""
+def end_process(wait_for_others: bool = True) -> None:
+    """Leave the process group (the end of a distributed run), by default once every rank has
+    reached this point: a rank that tears gloo down while another still talks to it can abort
+    ("terminate called without an active exception")."""
     if is_distributed():
+        if wait_for_others:
+            dist.barrier()
         dist.destroy_process_group()
 
 
@@ -201,16 +205,12 @@ def spawn(target: Callable[..., Any], nproc: int, world_size: int, ip: str, port
 def _rank_main(local_rank: int, target, args: tuple, config_dict: dict, outcomes: str) -> None:
     try:
         result = target(*args, config_dict={**config_dict, "local_rank": local_rank})
-        # Leave the group together: a rank that tears gloo down while another still talks to
-        # it can abort ("terminate called without an active exception"). On an error the
-        # launcher ends every rank, so no rank waits here for one that failed.
-        barrier()
     except BaseException as error:
         _write_outcome(outcomes, f"error-{local_rank}",
                        error if isinstance(error, KDError) else traceback.format_exc())
+        end_process(wait_for_others=False)  # the launcher ends every rank: none waits for it
         raise
-    finally:
-        end_process()
+    end_process()
     if local_rank == 0 and config_dict["offset"] == 0:
         _write_outcome(outcomes, "result", result)
 
