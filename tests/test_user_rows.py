@@ -13,7 +13,8 @@ from recbole.data.dataloader import UserDataLoader
 from recbole.data.interaction import Interaction
 
 from recbole_kd.errors import BackboneError, KDConfigError
-from recbole_kd.model.row_loss import sampled_negatives, sampled_row_loss
+from recbole_kd.model import row_loss
+from recbole_kd.model.row_loss import input_dropout, row_logits, sampled_negatives, sampled_row_loss
 from recbole_kd.quick_start import run_recbole_kd
 from tests.conftest import build, fast, make_config, trainer_for
 from tests.test_export import STOCK_RELOAD
@@ -84,7 +85,10 @@ def test_representation_methods_refuse_cdae_naming_what_it_supports(small_data, 
         build(make_config(method, small_data, **CDAE_PAIR))
 
 
-def test_sampled_negatives_are_never_interacted_items_drawn_uniformly():
+@pytest.mark.parametrize("rounds", [0, 1, row_loss.REJECTION_ROUNDS])
+def test_sampled_negatives_are_never_interacted_items_drawn_uniformly(rounds, monkeypatch):
+    # 0 rounds: every draw exact; 1: most by rejection, the rest exact; the shipped count.
+    monkeypatch.setattr(row_loss, "REJECTION_ROUNDS", rounds)
     rows = torch.zeros(3, 12)
     rows[0, [1, 2, 3]] = 1.0
     rows[1, 5] = 1.0
@@ -100,6 +104,58 @@ def test_sampled_negatives_are_never_interacted_items_drawn_uniformly():
     # 1 - (7/8)^6 = 0.551.
     share = counts[4:] / 3000
     assert torch.allclose(share, torch.full_like(share, 1 - (7 / 8) ** 6), atol=0.04), share
+
+
+def test_a_nearly_full_row_draws_its_few_free_items_uniformly():
+    positive = torch.ones(2, 10, dtype=torch.bool)
+    positive[:, 0] = False
+    positive[0, [3, 7]] = False  # two free items: rejection accepts 2 draws in 9 per round
+    owner = torch.zeros(20000, dtype=torch.long)
+    items = row_loss.draw_free_items(positive, owner, torch.Generator().manual_seed(1))
+    assert set(items.tolist()) == {3, 7}
+    assert abs((items == 3).float().mean() - 0.5) < 0.02
+
+
+def test_input_dropout_keeps_each_non_zero_entry_with_probability_1_minus_p_scaled():
+    rows = torch.zeros(4, 50)
+    rows[:, 1:6] = 1.0
+    rows[2, 9] = 3.0
+    torch.manual_seed(0)
+    draws = torch.stack([input_dropout(rows, 0.3) for _ in range(4000)])
+    assert not draws[:, rows == 0].any()  # a zero stays zero
+    kept = draws[:, rows != 0] != 0
+    assert abs(kept.float().mean() - 0.7) < 0.01
+    assert torch.allclose(draws[:, rows != 0][kept], (rows[rows != 0] / 0.7).expand_as(kept)[kept])
+    torch.testing.assert_close(draws.mean(dim=0), rows, atol=0.05, rtol=0.05)
+    assert torch.equal(input_dropout(rows, 0.0), rows)
+    assert not input_dropout(rows, 1.0).any()
+
+
+def test_nonzero_entries_from_the_histories_are_the_rows_nonzero_entries(small_data):
+    cdae = build(make_config("BD", small_data, **CDAE_PAIR))[3].student
+    users = torch.tensor([0, 4, 2, 4, 7])  # user 0 (padding) has no history
+    history = cdae.history_item_id
+    padding = int((history[4] == 0).nonzero()[0])
+    history[4, padding] = history[4, 0]  # user 4 holds its first item twice
+    rows = cdae.get_rating_matrix(users)
+    row, item = row_loss.nonzero_entries(cdae, users, rows)
+    expected = rows.nonzero(as_tuple=True)
+    assert torch.equal(row, expected[0]) and torch.equal(item, expected[1])
+
+
+def test_row_logits_are_recboles_cdae_forward_of_the_corrupted_rows(small_data):
+    config = make_config("BD", small_data, **CDAE_PAIR)
+    cdae = build(config)[3].student.train()
+    users = torch.tensor([1, 5, 9])
+    rows = cdae.get_rating_matrix(users)
+    torch.manual_seed(3)
+    got = row_logits(cdae, rows, users)
+    torch.manual_seed(3)
+    corrupted = input_dropout(rows, cdae.dropout.p)
+    assert not torch.equal(corrupted, rows)
+    cdae.eval()  # RecBole's own dropout off: it sees the corrupted rows as they are
+    torch.testing.assert_close(got, cdae.forward(corrupted, users))
+    torch.testing.assert_close(row_logits(cdae, rows, users), cdae.forward(rows, users))
 
 
 def test_sampled_cdae_loss_is_the_bce_over_positives_and_drawn_negatives(small_data):
@@ -161,7 +217,13 @@ def _bd_between_cdaes(small_data, **overrides):
     return train_data, model
 
 
-def test_bd_between_cdaes_draws_items_per_user_into_row_masks(small_data):
+def _as_mask(pairs, shape):
+    mask = torch.zeros(shape, dtype=torch.bool)
+    mask[pairs] = True
+    return mask
+
+
+def test_bd_between_cdaes_draws_items_per_user_as_distinct_pairs(small_data):
     train_data, model = _bd_between_cdaes(small_data, bd_items_per_positive=2)
     assert isinstance(train_data, UserDataLoader)
     users = torch.tensor([0, 3, 1, 8])  # user 0 (padding) has no training items
@@ -177,12 +239,16 @@ def test_bd_between_cdaes_draws_items_per_user_into_row_masks(small_data):
         for direction, items in enumerate(model.sampler.next_items(repeated)):
             for user, item in zip(repeated.tolist(), items.tolist()):
                 expected[direction, users.tolist().index(user), item] = True
-    assert torch.equal(batch.for_student, expected[0])
-    assert torch.equal(batch.for_teacher, expected[1])
+    masks = [_as_mask(pairs, expected[0].shape) for pairs in (batch.for_student,
+                                                                batch.for_teacher)]
+    assert torch.equal(masks[0], expected[0]) and torch.equal(masks[1], expected[1])
+    # Each marked item once: as many pairs as marks.
+    assert [len(batch.for_student[0]), len(batch.for_teacher[0])] == [
+        int(mask.sum()) for mask in masks]
     assert torch.equal(model.sampler.pointers, consumed)
     assert torch.equal((consumed - state["pointers"])[users], 2 * degrees)
     positives = torch.as_tensor(model.positives[users.numpy()].toarray() > 0)
-    for mask in (batch.for_student, batch.for_teacher):
+    for mask in masks:
         counts = mask.sum(dim=1)
         assert counts[0] == 0 and bool((counts[1:] >= 1).all())
         assert bool((counts <= 2 * degrees).all())
@@ -204,7 +270,7 @@ def test_bd_between_cdaes_loss_is_the_own_row_loss_plus_bce_summed_over_marked_i
             targets = getattr(model, other).forward(
                 getattr(model, other).get_rating_matrix(users), users).double()
             own = net.calculate_loss(Interaction({net.USER_ID: users}))
-        mask = getattr(batch, f"for_{role}")
+        mask = _as_mask(getattr(batch, f"for_{role}"), logits.shape)
         x, y = logits[mask], torch.sigmoid(targets[mask] / 3.0)
         bce = x.clamp(min=0) - x * y + torch.log1p(torch.exp(-x.abs()))
         torch.testing.assert_close(base, own)

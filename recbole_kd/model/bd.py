@@ -20,6 +20,7 @@ from torch import Tensor
 from recbole_kd.model.backbone import Backbone, clear_caches, is_row_model
 from recbole_kd.model.base import KnowledgeDistillationModel
 from recbole_kd.model.loss import bidirectional_distillation_loss
+from recbole_kd.model.row_loss import distinct_pairs
 from recbole_kd.model.sampler.rank_discrepancy import RankDiscrepancySampler
 
 
@@ -35,12 +36,13 @@ class BDBatch(NamedTuple):
 
 
 class UserBatch(NamedTuple):
-    """A batch of users of two user-row models: each user's BD items marked in its row, and
-    each model's own loss and logits from its one forward of the batch (before any step)."""
+    """A batch of users of two user-row models: each user's BD items as distinct (row of the
+    batch, item) pairs, and each model's own loss and logits from its one forward of the batch
+    (before any step)."""
 
     users: Tensor  # [U] distinct users
-    for_student: Tensor  # [U, n_items] bool: items of the student's BD loss
-    for_teacher: Tensor  # [U, n_items] bool: items of the teacher's BD loss
+    for_student: tuple[Tensor, Tensor]  # (rows, items): the student's BD loss
+    for_teacher: tuple[Tensor, Tensor]  # (rows, items): the teacher's BD loss
     own_losses: dict[str, Tensor]  # by role, differentiable
     logits: dict[str, Tensor]  # by role, [U, n_items], differentiable
 
@@ -131,19 +133,21 @@ class BD(KnowledgeDistillationModel):
                        for_student, for_teacher, teacher_targets)
 
     def draw_for_users(self, users: Tensor) -> UserBatch:
-        """Each user's ``bd_items_per_positive`` x |I_u| draws per direction, as row masks, and
-        one forward of each model: its output is both its own prediction and, detached, the
-        other model's target (the teacher's taken before its step), as in the notebook."""
+        """Each user's ``bd_items_per_positive`` x |I_u| draws per direction, an item drawn
+        twice marked once, and one forward of each model: its output is both its own prediction
+        and, detached, the other model's target (the teacher's taken before its step), as in
+        the notebook."""
         rows = torch.repeat_interleave(torch.arange(len(users), device=users.device),
                                        self.sampler.positives.counts[users])  # |I_u| each
-        masks = torch.zeros((2, len(users), self.n_items), dtype=torch.bool, device=users.device)
-        for _ in range(self.items_per_positive):
-            for mask, items in zip(masks, self.sampler.next_items(users[rows])):
-                mask[rows, items] = True
+        draws = [self.sampler.next_items(users[rows]) for _ in range(self.items_per_positive)]
+        rows = rows.repeat(self.items_per_positive)
+        for_student, for_teacher = (
+            distinct_pairs(rows, torch.cat([draw[direction] for draw in draws]), self.n_items)
+            for direction in (0, 1))
         own_losses, logits = {}, {}
         for role in ("teacher", "student"):
             own_losses[role], logits[role] = getattr(self, f"{role}_net").row_loss_and_logits(users)
-        return UserBatch(users, masks[0], masks[1], own_losses, logits)
+        return UserBatch(users, for_student, for_teacher, own_losses, logits)
 
     def losses(self, role: str, batch: BDBatch | UserBatch) -> tuple[Tensor, Tensor]:
         """(own loss, weighted BD loss) of ``role``, with the other model's scores as targets."""
@@ -164,9 +168,9 @@ class BD(KnowledgeDistillationModel):
     def user_batch_losses(self, role: str, batch: UserBatch) -> tuple[Tensor, Tensor]:
         """Own row loss of the batch's users and the BD term summed over their marked items."""
         other = "student" if role == "teacher" else "teacher"
-        mask = getattr(batch, f"for_{role}")
-        bd = bidirectional_distillation_loss(batch.logits[role][mask], batch.logits[other][mask],
-                                             self.tau)
+        marked = getattr(batch, f"for_{role}")
+        bd = bidirectional_distillation_loss(batch.logits[role][marked],
+                                             batch.logits[other][marked], self.tau)
         return batch.own_losses[role], self.weight[role] * bd.sum()
 
     @property
