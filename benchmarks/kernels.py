@@ -24,7 +24,7 @@ Defaults are the ml-100k DE-RRD setting: ~3,000 unique users and items per batch
 d_s = 20, d_t = 200, M = 30; ~800 users with K = L = 40. Times are medians (and minima, steadier
 on a shared machine) of ``--repeats`` runs after one warm-up, in milliseconds.
 
-    python benchmarks/kernels.py --threads 2
+    python benchmarks/kernels.py --threads 2 [--tables de rrd scoring cdae optimizer]
 """
 
 from __future__ import annotations
@@ -62,6 +62,8 @@ def parse_args() -> argparse.Namespace:
         "--threads", type=int, default=None, help="torch threads (default: torch's)"
     )
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--tables", nargs="+", choices=list(TABLES), default=list(TABLES),
+                        help="which tables to measure (default: all)")
     return parser.parse_args()
 
 
@@ -278,6 +280,10 @@ def optimizer_table(args: argparse.Namespace) -> list[str]:
     return rows
 
 
+TABLES = {"de": de_table, "rrd": rrd_table, "scoring": scoring_table, "cdae": cdae_table,
+          "optimizer": optimizer_table}
+
+
 def main() -> None:
     args = parse_args()
     if args.threads is not None:
@@ -289,11 +295,8 @@ def main() -> None:
         f"{torch.get_num_threads()} threads; forward + backward, median / min ms of "
         f"{args.repeats}\n"
     )
-    print("\n".join(de_table(args)) + "\n")
-    print("\n".join(rrd_table(args)) + "\n")
-    print("\n".join(scoring_table(args)) + "\n")
-    print("\n".join(cdae_table(args)) + "\n")
-    print("\n".join(optimizer_table(args)))
+    for name in args.tables:
+        print("\n".join(TABLES[name](args)) + "\n")
 
 
 if __name__ == "__main__":
