@@ -11,6 +11,11 @@ and the notebook's: a sum over the batch, plus RecBole's regularisation terms (`
 ``cdae_negatives`` is read from the config a model is built with, so it reaches every CDAE the
 runner builds: models trained alone, the distilled student and BD's two models. The model stays
 RecBole's CDAE: its checkpoints load in stock RecBole.
+
+A row holds a few dozen non-zero entries among tens of thousands of items, so the training
+forward and the loss work on those entries and on (row, item) pairs, never scanning whole rows:
+the input dropout is drawn for the non-zero entries alone, and negatives by rejection. The
+distributions are RecBole's and the notebook's (docs/performance.md, CDAE's training rows).
 """
 
 from __future__ import annotations
