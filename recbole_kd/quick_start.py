@@ -19,6 +19,7 @@ from recbole_kd.errors import CheckpointError
 from recbole_kd.model.init import initialise
 from recbole_kd.pretrained import SPLIT_KEYS, Pretrained, first_difference, resolve_pretrained
 from recbole_kd.registry import get_model, is_kd_model
+from recbole_kd.run_log import init_run_logger
 from recbole_kd.summary import format_summary
 from recbole_kd.trainer.factory import create_trainer
 
@@ -192,7 +193,7 @@ def run_recbole_kd(
                          nproc, world_size, ip, port, group_offset)
     config = KDConfig(model, dataset, config_file_list, config_dict)
     init_seed(config["seed"], config["reproducibility"])
-    init_logger(config)
+    init_run_logger(config)
     logger = getLogger()
     logger.info(sys.argv)
     logger.info(config)
@@ -234,7 +235,7 @@ def load_data_and_model(model_file: str):
     saved = checkpoint.read(model_file, "model_file", kinds=checkpoint.KINDS)
     config = saved["config"]
     init_seed(config["seed"], config["reproducibility"])
-    init_logger(config)
+    init_run_logger(config)
     dataset = create_dataset(config)
     train_data, valid_data, test_data = data_preparation(config, dataset)
     init_seed(config["seed"], config["reproducibility"])

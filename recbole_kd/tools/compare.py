@@ -19,7 +19,6 @@ import warnings
 
 import torch
 from recbole.data.interaction import Interaction
-from recbole.utils import init_logger
 
 from recbole_kd import checkpoint
 from recbole_kd.config import KDConfig
@@ -28,6 +27,7 @@ from recbole_kd.key_checks import settings_for
 from recbole_kd.properties import read_pair
 from recbole_kd.quick_start import prepare_run, read_resume_point
 from recbole_kd.registry import KD_MODELS, get_model, is_kd_model
+from recbole_kd.run_log import init_run_logger
 from recbole_kd.tools.compare_tuning import Tuner
 from recbole_kd.tools.report import chosen_table, plot, plot_tradeoff, relative_summary, summarize
 from recbole_kd.tools.result_store import Results, Run
@@ -41,7 +41,7 @@ DEFAULT_RESULTS = os.path.join("saved", "comparison")
 def timed_run(model: str, dataset: str, config_dict: dict, config_files=None) -> dict:
     """Train and test one model; add the mean training seconds per epoch (evaluation excluded)."""
     config = KDConfig(model, dataset, config_file_list=config_files, config_dict=config_dict)
-    init_logger(config)
+    init_run_logger(config)
     run = prepare_run(config)
     run.take_pretrained_states()  # loaded into the model: no other copy is kept
     trainer = create_trainer(run.config, run.model, run.loaders, timed=True)
