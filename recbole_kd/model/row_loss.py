@@ -159,7 +159,8 @@ def own_row_loss(model: CDAE, rows: Tensor, logits: Tensor,
     if ratio is not None:
         row, item = entries
         values = rows[row, item]
-        row, item, values = row[values > 0], item[values > 0], values[values > 0]
+        positive = values > 0
+        row, item, values = row[positive], item[positive], values[positive]
         loss = F.binary_cross_entropy_with_logits(logits[row, item], values, reduction="sum")
         row, item = negative_pairs(rows > 0, ratio)
         negatives = logits[row, item]
