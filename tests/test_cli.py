@@ -8,6 +8,7 @@ import glob
 import os
 import subprocess
 import sys
+import threading
 
 import pytest
 import yaml
@@ -84,3 +85,14 @@ def test_compare_names_are_separated_by_commas_or_spaces():
         sys.path.remove(REPOSITORY)
     assert names("RD,CD") == names("RD CD") == names(" RD, CD ") == ["RD", "CD"]
     assert names("") == []
+
+
+def tensorboard_writer_threads() -> int:
+    return sum(type(thread).__name__ == "_AsyncWriterThread" for thread in threading.enumerate())
+
+
+def test_a_run_closes_its_tensorboard_writer(small_data):
+    # A writer left open keeps a thread that later flushes into a folder that may be gone.
+    before = tensorboard_writer_threads()
+    run_recbole_kd("BPR", config_dict={**fast("BPR"), "data_path": small_data, "embedding_size": 8})
+    assert tensorboard_writer_threads() == before

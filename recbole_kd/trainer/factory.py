@@ -16,7 +16,7 @@ from recbole_kd.model.base import KnowledgeDistillationModel
 from recbole_kd.trainer.bd_trainer import BDTrainer
 from recbole_kd.trainer.distributed_training import DistributedTraining
 from recbole_kd.trainer.kd_trainer import KDTrainer
-from recbole_kd.trainer.mixins import EpochTimer, with_mixin
+from recbole_kd.trainer.mixins import ClosesTensorBoard, EpochTimer, with_mixin
 from recbole_kd.trainer.resumable import ResumableTrainer
 
 
@@ -37,7 +37,8 @@ def create_trainer(config, model, loaders: Sequence, model_config=None, timed: b
     - glibc keeping freed memory (``kd_keep_freed_memory``, process-wide, applied once here);
     - with ``timed``, the wall time of every training epoch in ``trainer.epoch_seconds``;
     - in a distributed run, DDP, exact metrics over ranks and files written by rank 0;
-    - a checkpoint name no other run shares.
+    - a checkpoint name no other run shares;
+    - its TensorBoard writer closed when ``fit`` ends.
 
     ``model_config`` is the config the trainer trains with (a derived teacher config, say);
     ``config`` is the run's, which decides the protocol and its candidates.
@@ -46,6 +47,7 @@ def create_trainer(config, model, loaders: Sequence, model_config=None, timed: b
     if config["kd_keep_freed_memory"]:
         heap.keep_freed_memory()
     trainer_class = get_trainer(model_config["MODEL_TYPE"], type(model))
+    trainer_class = with_mixin(ClosesTensorBoard, trainer_class)
     if uses_candidates(config):
         trainer_class = with_mixin(FixedSampledEvaluation, trainer_class)
     if config["kd_fused_optimizer"]:

@@ -34,3 +34,18 @@ class EpochTimer:
         losses = super()._train_epoch(*args, **kwargs)
         self.epoch_seconds.append(time.perf_counter() - start)
         return losses
+
+
+class ClosesTensorBoard:
+    """Closes the TensorBoard writer when ``fit`` ends. RecBole never closes it, so each run
+    would leave a writer thread and an open event file behind, which add up over the many runs
+    of a comparison or a tuning (and the thread later flushes into a folder that may be gone).
+    A later ``add_scalar`` reopens it."""
+
+    def fit(self, *args, **kwargs):
+        try:
+            return super().fit(*args, **kwargs)
+        finally:
+            writer = getattr(self, "tensorboard", None)
+            if writer is not None:
+                writer.close()
