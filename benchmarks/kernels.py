@@ -17,6 +17,10 @@
   negatives by rejection, the loss gathered at (row, item) pairs) against the dense computation
   it replaced (RecBole's ``CDAE.forward``, whose dropout draws for every item, and a dense mask of
   negatives drawn by inverting running counts of free items).
+- Subnormal floats (``kd_flush_denormal``): one dense DE forward + backward with expert weights
+  z = softmax(spread x N(0, 1)), whose smallest entries fall into float32's subnormal range as
+  the spread grows (as the unchosen experts' Gumbel weights do while the temperature falls),
+  computed with IEEE subnormals and with subnormals flushed to zero.
 - The optimizer step over what DE trains (both expert modules, the student's embedding tables):
   RecBole's Adam against the fused kernel recbole_kd builds (``kd_fused_optimizer``).
 
@@ -24,7 +28,7 @@ Defaults are the ml-100k DE-RRD setting: ~3,000 unique users and items per batch
 d_s = 20, d_t = 200, M = 30; ~800 users with K = L = 40. Times are medians (and minima, steadier
 on a shared machine) of ``--repeats`` runs after one warm-up, in milliseconds.
 
-    python benchmarks/kernels.py --threads 2 [--tables de rrd scoring cdae optimizer]
+    python benchmarks/kernels.py --threads 2 [--tables de rrd scoring cdae denormals optimizer]
 """
 
 from __future__ import annotations
@@ -39,6 +43,7 @@ from recbole.model.general_recommender import CDAE
 from torch import Tensor
 from torch.nn import functional as F
 
+from recbole_kd.kernels.denormals import denormals_flushed
 from recbole_kd.kernels.fused_optimizer import fused_copy
 from recbole_kd.kernels.list_scores import list_scores
 from recbole_kd.model.layers import DistillationExperts
@@ -253,6 +258,37 @@ def cdae_table(args: argparse.Namespace) -> list[str]:
     return table
 
 
+def flushed(step: Callable[[], object]) -> Callable[[], object]:
+    def run() -> object:
+        with denormals_flushed():
+            return step()
+
+    return run
+
+
+def denormals_table(args: argparse.Namespace) -> list[str]:
+    """Dense DE steps whose weights z reach into the subnormal range, IEEE against flushed."""
+    experts = DistillationExperts(args.student_dim, args.teacher_dim, args.experts)
+    student = torch.randn(args.batch, args.student_dim, requires_grad=True)
+    teacher = torch.randn(args.batch, args.teacher_dim)
+    tiny = torch.finfo(torch.float32).tiny
+    rows = ["| spread | subnormal z | IEEE ms | flushed ms | IEEE / flushed |", "|---|---|---|---|---|"]
+    for spread in (1, 20, 40, 60, 100):
+        z = torch.softmax(torch.randn(args.batch, args.experts) * spread, dim=-1)
+
+        def step(z=z) -> None:
+            experts.zero_grad(set_to_none=True)
+            student.grad = None
+            reconstruction = experts.reconstruct(student, z, sparse=False)
+            expert_reconstruction_loss(teacher, reconstruction).sum().backward()
+
+        ieee, flush = time_ms([step, flushed(step)], args.repeats)
+        share = ((z > 0) & (z < tiny)).float().mean().item()
+        rows.append(f"| {spread} | {share:.3f} | {fmt(ieee)} | {fmt(flush)} | "
+                    f"{ieee[0] / flush[0]:.1f}x |")
+    return rows
+
+
 def optimizer_step(params: list[torch.nn.Parameter], fused: bool) -> Callable[[], None]:
     """One Adam step over ``params`` (gradients already set), RecBole's kernel or the fused one."""
     optimizer = torch.optim.Adam(params, lr=1e-3)
@@ -281,7 +317,7 @@ def optimizer_table(args: argparse.Namespace) -> list[str]:
 
 
 TABLES = {"de": de_table, "rrd": rrd_table, "scoring": scoring_table, "cdae": cdae_table,
-          "optimizer": optimizer_table}
+          "denormals": denormals_table, "optimizer": optimizer_table}
 
 
 def main() -> None:

@@ -79,6 +79,7 @@ KEY_RULES: dict[str, tuple[Callable[[Any], bool], str]] = {
     "kd_student_alone": (_is_bool, "true or false"),
     "kd_fused_optimizer": (_is_bool, "true or false"),
     "kd_keep_freed_memory": (_is_bool, "true or false"),
+    "kd_flush_denormal": (_is_bool, "true or false"),
     "kd_dist_backend": (lambda v: v in (None, "gloo", "nccl"), "gloo, nccl or ~ (by device)"),
     "kd_resume": (_optional_str, "the '-last.pth' (or BD) checkpoint of a run to continue"),
     "de_weight": (_non_negative, "a number >= 0"),

@@ -11,6 +11,7 @@ from recbole.utils import get_trainer as recbole_get_trainer
 from recbole_kd import checkpoint, distributed
 from recbole_kd.eval_protocol import FixedSampledEvaluation, attach_candidates, uses_candidates
 from recbole_kd.kernels import heap
+from recbole_kd.kernels.denormals import FlushDenormals
 from recbole_kd.kernels.fused_optimizer import FusedOptimizer
 from recbole_kd.model.base import KnowledgeDistillationModel
 from recbole_kd.trainer.bd_trainer import BDTrainer
@@ -34,6 +35,7 @@ def create_trainer(config, model, loaders: Sequence, model_config=None, timed: b
 
     - evaluation under the run's protocol (``kd_eval_protocol``), its candidates attached;
     - fused Adam and AdamW (``kd_fused_optimizer``);
+    - subnormal floats flushed to zero while fitting (``kd_flush_denormal``);
     - glibc keeping freed memory (``kd_keep_freed_memory``, process-wide, applied once here);
     - with ``timed``, the wall time of every training epoch in ``trainer.epoch_seconds``;
     - in a distributed run, DDP, exact metrics over ranks and files written by rank 0;
@@ -50,6 +52,8 @@ def create_trainer(config, model, loaders: Sequence, model_config=None, timed: b
     trainer_class = with_mixin(ClosesTensorBoard, trainer_class)
     if uses_candidates(config):
         trainer_class = with_mixin(FixedSampledEvaluation, trainer_class)
+    if config["kd_flush_denormal"]:
+        trainer_class = with_mixin(FlushDenormals, trainer_class)
     if config["kd_fused_optimizer"]:
         trainer_class = with_mixin(FusedOptimizer, trainer_class)
     if timed:
