@@ -5,7 +5,7 @@ takes a slow microcode path. DE's and HTD's Gumbel-softmax weights make many of 
 temperature falls, the weights of the experts an entity did not choose pass through
 1e-38 .. 1e-45 before they become exactly 0, and so do the gradients scaled by them. The
 backward matrix products of the experts then ran more than ten times slower (measured:
-docs/performance.md). Flushing them to 0 changes nothing a float32 loss can tell apart: such a
+results/de-cost.md). Flushing them to 0 changes nothing a float32 loss can tell apart: such a
 weight already adds less than 1e-38 times an expert's output.
 
 ``torch.set_flush_denormal`` sets the calling thread's floating-point mode: it covers the
