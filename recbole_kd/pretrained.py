@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import hashlib
 import os
+from contextlib import nullcontext
 from dataclasses import dataclass
 from logging import getLogger
 
@@ -20,6 +21,7 @@ from recbole.utils import init_seed
 from recbole_kd import checkpoint, distributed
 from recbole_kd.data import make_loaders, split_fingerprint
 from recbole_kd.errors import CheckpointError
+from recbole_kd.file_lock import locked
 from recbole_kd.model.init import initialise
 from recbole_kd.model.role_config import derive_config, model_defaults
 from recbole_kd.registry import is_kd_model
@@ -147,12 +149,16 @@ def train_and_cache(config: Config, dataset, parts, role: str) -> Pretrained:
     fingerprint = split_fingerprint(dataset, parts)
     path = cache_path(config, derived, role, fingerprint)
     logger = getLogger()
-    if distributed.broadcast_object(os.path.isfile(path)):  # every rank takes rank 0's view
-        logger.info(f"Reusing the {role} trained earlier on this split: {path}")
-    else:
-        logger.info(f"Training the {role} ({name}, {overrides}) on this run's split")
-        train_alone(config, derived, dataset, parts, path, fingerprint)
-        logger.info(f"Saved the {role}: {path}")
+    # Two runs started together that need the same model take turns: the second waits, then
+    # reuses what the first trained. Rank 0 holds the lock for all the ranks of its run.
+    waiting = f"Another run is training the same {role}; waiting for it to finish: {path}"
+    with locked(path, waiting) if distributed.is_main() else nullcontext():
+        if distributed.broadcast_object(os.path.isfile(path)):  # every rank takes rank 0's view
+            logger.info(f"Reusing the {role} trained earlier on this split: {path}")
+        else:
+            logger.info(f"Training the {role} ({name}, {overrides}) on this run's split")
+            train_alone(config, derived, dataset, parts, path, fingerprint)
+            logger.info(f"Saved the {role}: {path}")
     saved = checkpoint.read(path, f"the cached {role}")
     return Pretrained(role, name, overrides, saved["state_dict"], path)
 

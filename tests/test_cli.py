@@ -20,11 +20,16 @@ from tests.conftest import REPOSITORY, fast, make_config, pair_overrides
 from tests.test_error_catalogue import small_args
 
 
-def run_command(args: list[str], workdir) -> subprocess.CompletedProcess:
-    """``python run_recbole_kd.py ARGS`` of the checkout, in ``workdir``."""
+def command(args: list[str]) -> dict:
+    """``python run_recbole_kd.py ARGS`` of the checkout, as subprocess arguments."""
     env = {**os.environ, "PYTHONPATH": REPOSITORY, "OMP_NUM_THREADS": "1"}
-    return subprocess.run([sys.executable, os.path.join(REPOSITORY, "run_recbole_kd.py"), *args],
-                          cwd=workdir, env=env, capture_output=True, text=True, check=False)
+    return {"args": [sys.executable, os.path.join(REPOSITORY, "run_recbole_kd.py"), *args],
+            "env": env, "text": True}
+
+
+def run_command(args: list[str], workdir) -> subprocess.CompletedProcess:
+    """Run ``python run_recbole_kd.py ARGS`` in ``workdir`` to the end."""
+    return subprocess.run(**command(args), cwd=workdir, capture_output=True, check=False)
 
 
 def test_a_run_from_the_command_line_trains_saves_and_exports(small_data, workdir):

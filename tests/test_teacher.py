@@ -6,15 +6,20 @@ from __future__ import annotations
 
 import glob
 import os
+import subprocess
+import time
 
 import pytest
 import torch
 from recbole.quick_start import run_recbole
 from recbole.utils import init_logger
 
+from recbole_kd.file_lock import locked
 from recbole_kd.quick_start import prepare_run, run_recbole_kd
 from recbole_kd.trainer.resumable import ResumableTrainer
 from tests.conftest import FAST, fast, make_config, working_in
+from tests.test_cli import command, run_command
+from tests.test_error_catalogue import small_args
 
 BPR_TEACHER = {"embedding_size": 32}
 
@@ -90,3 +95,35 @@ def test_a_teacher_training_cut_short_continues_where_it_stopped(small_data, wor
         whole = teacher_weights()
     assert resumed.keys() == whole.keys()
     assert all(torch.equal(resumed[k], whole[k]) for k in whole)
+
+
+def test_two_runs_needing_the_same_teacher_take_turns(small_data, workdir):
+    """Two runs held at the teacher's lock until both wait there: when it is released, one
+    trains the teacher and the other waits for it, then reuses it."""
+    args = [a for a in small_args(small_data, "RRD") if not a.startswith("--state")]
+    args.append("--state=INFO")
+    os.makedirs("probe")  # a run elsewhere gives the cached teacher's name
+    assert run_command(args, "probe").returncode == 0
+    (name,) = (os.path.basename(p) for p in glob.glob("probe/saved/teacher-*.pth"))
+    outputs = ["run0.out", "run1.out"]
+    with open(outputs[0], "w") as out0, open(outputs[1], "w") as out1, \
+            locked(os.path.join("saved", name), "the test holds the lock"):
+        runs = [subprocess.Popen(**command(args), cwd=workdir, stdout=out,
+                                 stderr=subprocess.STDOUT) for out in (out0, out1)]
+        deadline = time.monotonic() + 300
+        while not all("waiting for it to finish" in read(out) for out in outputs):
+            assert time.monotonic() < deadline and all(r.poll() is None for r in runs), \
+                [read(out)[-2000:] for out in outputs]
+            time.sleep(0.5)
+    assert [run.wait(timeout=300) for run in runs] == [0, 0], [read(o)[-2000:] for o in outputs]
+    logs = [read(out) for out in outputs]
+    assert sorted(log.count("Training the teacher") for log in logs) == [0, 1]
+    assert sorted(log.count("Reusing the teacher") for log in logs) == [0, 1]
+    assert glob.glob("saved/teacher-*.pth") == [os.path.join("saved", name)]
+    tests = [log.split("test result: ")[1].splitlines()[0] for log in logs]
+    assert tests[0] == tests[1]
+
+
+def read(path: str) -> str:
+    with open(path, encoding="utf-8") as output:
+        return output.read()
