@@ -12,6 +12,8 @@ import os
 from logging import getLogger
 
 import numpy as np
+import recbole
+import yaml
 from recbole.config import Config
 from recbole.data import create_dataset, create_samplers, get_dataloader
 from recbole.data.dataloader import UserDataLoader
@@ -32,8 +34,15 @@ def build_split(config: Config):
 
 
 def check_data_files(config: Config) -> None:
-    """Refuse empty interaction files, naming them: RecBole fails on them deep inside."""
+    """Refuse a missing data set and empty interaction files, naming them: RecBole fails on them
+    deep inside."""
     name = config["dataset"]
+    if not os.path.isdir(config["data_path"]) and name not in downloadable_data_sets():
+        raise DataFormatError(
+            f"No data set '{name}': the folder '{config['data_path']}' does not exist, and "
+            f"'{name}' is not one RecBole downloads. Set data_path to the folder that holds "
+            f"{name}/{name}.inter, or check the data set's name."
+        )
     parts = config["benchmark_filename"] or [None]
     for part in parts:
         path = os.path.join(config["data_path"], f"{name}.{part}.inter" if part else f"{name}.inter")
@@ -46,6 +55,13 @@ def check_data_files(config: Config) -> None:
                 f"'{path}' holds no interactions: it needs a header line such as "
                 "'user_id:token<TAB>item_id:token', then one interaction per line."
             )
+
+
+def downloadable_data_sets() -> set[str]:
+    """The names of the data sets RecBole downloads when they are not on disk."""
+    path = os.path.join(os.path.dirname(recbole.__file__), "properties", "dataset", "url.yaml")
+    with open(path, encoding="utf-8") as f:
+        return set(yaml.safe_load(f))
 
 
 def split_fingerprint(dataset, parts) -> str:

@@ -95,6 +95,8 @@ CASES: dict[str, Case] = {
                                 "'bpr-typo' is neither a file nor one of recbole_kd's shipped"),
     "unrecognised-argument": Case(kd("--epochs", "5"), "Unrecognised argument\\(s\\) --epochs 5"),
     "setting-without-value": Case(kd("--set", "epochs"), "'epochs' is not of the form key=value"),
+    "missing-data-set": Case(lambda p: [*small_args(p["data"]), "-d", "ml-nowhere"],
+                             "No data set 'ml-nowhere': the folder .* does not exist"),
     "empty-interaction-file": Case(
         lambda p: [*small_args(p["empty"]), "-d", "ml-empty"], "ml-empty.inter' holds no"),
     "sampled-protocol-without-leave-one-out": Case(kd("--kd_eval_protocol=fixed_sampled"),
