@@ -105,25 +105,21 @@ def test_two_runs_needing_the_same_teacher_take_turns(small_data, workdir):
     os.makedirs("probe")  # a run elsewhere gives the cached teacher's name
     assert run_command(args, "probe").returncode == 0
     (name,) = (os.path.basename(p) for p in glob.glob("probe/saved/teacher-*.pth"))
-    outputs = ["run0.out", "run1.out"]
+    outputs = [workdir / "run0.out", workdir / "run1.out"]
     with open(outputs[0], "w") as out0, open(outputs[1], "w") as out1, \
             locked(os.path.join("saved", name), "the test holds the lock"):
         runs = [subprocess.Popen(**command(args), cwd=workdir, stdout=out,
                                  stderr=subprocess.STDOUT) for out in (out0, out1)]
         deadline = time.monotonic() + 300
-        while not all("waiting for it to finish" in read(out) for out in outputs):
+        while not all("waiting for it to finish" in out.read_text() for out in outputs):
             assert time.monotonic() < deadline and all(r.poll() is None for r in runs), \
-                [read(out)[-2000:] for out in outputs]
+                [out.read_text()[-2000:] for out in outputs]
             time.sleep(0.5)
-    assert [run.wait(timeout=300) for run in runs] == [0, 0], [read(o)[-2000:] for o in outputs]
-    logs = [read(out) for out in outputs]
+    assert [run.wait(timeout=300) for run in runs] == [0, 0], \
+        [out.read_text()[-2000:] for out in outputs]
+    logs = [out.read_text() for out in outputs]
     assert sorted(log.count("Training the teacher") for log in logs) == [0, 1]
     assert sorted(log.count("Reusing the teacher") for log in logs) == [0, 1]
     assert glob.glob("saved/teacher-*.pth") == [os.path.join("saved", name)]
     tests = [log.split("test result: ")[1].splitlines()[0] for log in logs]
     assert tests[0] == tests[1]
-
-
-def read(path: str) -> str:
-    with open(path, encoding="utf-8") as output:
-        return output.read()
