@@ -11,13 +11,19 @@ Every file holds RecBole's keys (``config``, ``epoch``, ``cur_step``, ``best_val
 - ``export``: one model of a distillation run (the student; BD's teacher too) as a checkpoint of
   its own RecBole model, which stock RecBole loads.
 
-A distributed run's files hold a single process's config (rank 0 writes them), so they load in a
-plain process. This module imports nothing from the package but its error classes and
-:mod:`recbole_kd.distributed`'s view of a config.
+Every file holds CPU tensors and a config whose ``device`` is the CPU, whatever device the run
+trained on: stock RecBole's ``load_data_and_model``, which calls ``torch.load`` without a
+``map_location`` and moves the model to ``config["device"]``, loads any of them on a machine
+without a GPU. Every file is read to the CPU too (random states must stay CPU tensors), and
+moved to the run's device by whoever loads it. A distributed run's files hold a single
+process's config (rank 0 writes them), so they load in a plain process. This module imports
+nothing from the package but its error classes and :mod:`recbole_kd.distributed`'s view of a
+config.
 """
 
 from __future__ import annotations
 
+import copy
 import glob
 import hashlib
 import itertools
@@ -57,7 +63,7 @@ def make(kind: str, config, state_dict: dict, other_parameter: Any = None, epoch
     if kind not in KINDS:
         raise ValueError(f"unknown checkpoint kind {kind!r}")
     return {
-        "config": single_process_config(config),
+        "config": stored_config(config),
         "epoch": epoch,
         "cur_step": cur_step,
         "best_valid_score": best_valid_score,
@@ -66,6 +72,35 @@ def make(kind: str, config, state_dict: dict, other_parameter: Any = None, epoch
         **fields,
         "recbole_kd": {"format": FORMAT, "kind": kind},
     }
+
+
+def stored_config(config):
+    """What a file holds of ``config``: a single process's, on the CPU (see the module's
+    docstring); the run's own config is left as it is."""
+    config = single_process_config(config)
+    if config is None:
+        return None
+    stored = copy.copy(config)
+    stored.final_config_dict = {**config.final_config_dict, "device": torch.device("cpu"),
+                                "use_gpu": False}
+    return stored
+
+
+def on_cpu(value: Any) -> Any:
+    """``value`` with every tensor in it (through dicts, lists and tuples) on the CPU; a
+    state_dict keeps its ``_metadata``, which ``load_state_dict`` reads."""
+    if torch.is_tensor(value):
+        return value if value.device.type == "cpu" else value.detach().cpu()
+    if isinstance(value, dict):
+        moved = type(value)((key, on_cpu(item)) for key, item in value.items())
+        if hasattr(value, "_metadata"):
+            moved._metadata = value._metadata
+        return moved
+    if isinstance(value, tuple) and hasattr(value, "_fields"):  # a named tuple
+        return type(value)(*(on_cpu(item) for item in value))
+    if isinstance(value, (list, tuple)):
+        return type(value)(on_cpu(item) for item in value)
+    return value
 
 
 def weights_fingerprint(state_dict: dict) -> str:
@@ -85,10 +120,10 @@ def weights_fingerprint(state_dict: dict) -> str:
 
 
 def atomic_save(state: dict, path: str) -> str:
-    """``torch.save`` through a temporary file and a rename: a kill mid-save never leaves a
-    truncated file under ``path``."""
+    """``torch.save`` of ``state`` with its tensors on the CPU, through a temporary file and a
+    rename: a kill mid-save never leaves a truncated file under ``path``."""
     os.makedirs(os.path.dirname(path) or ".", exist_ok=True)
-    torch.save(state, path + ".tmp", pickle_protocol=4)
+    torch.save(on_cpu(state), path + ".tmp", pickle_protocol=4)
     os.replace(path + ".tmp", path)
     return path
 
@@ -118,14 +153,15 @@ def kind_of(checkpoint: dict) -> str:
     return marker["kind"] if isinstance(marker, dict) else "model"
 
 
-def read(path: str, key: str, kinds: tuple[str, ...] = ("model", "export"),
-         device: str | torch.device = "cpu") -> dict:
-    """The checkpoint at ``path``, given by the setting ``key``, refused unless it is one of
-    ``kinds`` written in this schema (or by RecBole itself)."""
+def read(path: str, key: str, kinds: tuple[str, ...] = ("model", "export")) -> dict:
+    """The checkpoint at ``path``, given by the setting ``key``, on the CPU, refused unless it
+    is one of ``kinds`` written in this schema (or by RecBole itself). Never read to the run's
+    device: the random states it holds must stay CPU tensors, and loading a model's
+    state_dict copies its tensors to the model's device anyway."""
     if not path or not os.path.isfile(str(path)):
         raise CheckpointError(f"{key} '{path}' does not exist: check the path.")
     try:
-        checkpoint = torch.load(str(path), map_location=device, weights_only=False)
+        checkpoint = torch.load(str(path), map_location="cpu", weights_only=False)
     except Exception as error:  # torch raises many types for corrupt or foreign files
         raise CheckpointError(
             f"{key} '{path}' could not be read ({type(error).__name__}): it is corrupt or not a "

@@ -9,6 +9,7 @@ from dataclasses import dataclass, field
 from functools import partial
 from logging import getLogger
 
+import torch
 from recbole.data import create_dataset, data_preparation
 from recbole.utils import init_logger, init_seed, set_color
 
@@ -22,6 +23,7 @@ from recbole_kd.registry import get_model, is_kd_model
 from recbole_kd.run_log import init_run_logger
 from recbole_kd.summary import format_summary
 from recbole_kd.trainer.factory import create_trainer
+from recbole_kd.trainer.resumable import check_same_device_type
 
 
 @dataclass
@@ -98,7 +100,7 @@ def read_resume_point(config: KDConfig) -> dict:
     """The resume point ``kd_resume``, refused unless it is of this command's run: the same
     model, data set, split and seed (another run's would be continued, and overwritten)."""
     path = config["kd_resume"]
-    saved = checkpoint.read(path, "kd_resume", kinds=("resume",), device=config["device"])
+    saved = checkpoint.read(path, "kd_resume", kinds=("resume",))
     saved_config = saved["config"]
     key = first_difference(saved_config, config, ("model", "dataset", *SPLIT_KEYS))
     if key is not None:
@@ -107,6 +109,7 @@ def read_resume_point(config: KDConfig) -> dict:
             f"this command has {key}={config[key]!r}: resume with that run's settings, or "
             "unset kd_resume to start a new run."
         )
+    check_same_device_type(saved, torch.device(config["device"]), path)
     return saved
 
 
@@ -127,6 +130,7 @@ def train_and_test(config: KDConfig, saved: bool = True, verbose: bool = True) -
     trainer = create_trainer(config, model, run.loaders)
     if resume_point is not None:
         trainer.resume_from(resume_point)
+    resumed_finished = bool(resume_point and resume_point.get("finished"))
     # The models trained alone are fixed: tested now, their weights need not be kept (a
     # released teacher then lives in its checkpoint alone).
     alone = {}
@@ -159,11 +163,20 @@ def train_and_test(config: KDConfig, saved: bool = True, verbose: bool = True) -
     if saved:
         result["saved_model_file"] = trainer.saved_model_file
         for role in model.exported_roles:
-            path = distributed.written_by_main(
-                lambda role=role: model.export(role, export_path(trainer.saved_model_file, role)))
-            result[f"{role}_file"] = path
-            logger.info(set_color(f"{role.capitalize()} exported for RecBole", "yellow") + f": {path}")
+            result[f"{role}_file"] = export(model, role, trainer, resumed_finished)
     return result
+
+
+def export(model, role: str, trainer, resumed_finished: bool) -> str:
+    """Export the ``role`` model of a trained run; a finished run resumed keeps the exports it
+    already wrote (a run killed during its exports writes only those it lacks)."""
+    path = export_path(trainer.saved_model_file, role)
+    if resumed_finished and os.path.isfile(path):
+        getLogger().info(set_color(f"{role.capitalize()} exported earlier", "yellow") + f": {path}")
+        return path
+    distributed.written_by_main(lambda: model.export(role, path))
+    getLogger().info(set_color(f"{role.capitalize()} exported for RecBole", "yellow") + f": {path}")
+    return path
 
 
 def run_recbole_kd(

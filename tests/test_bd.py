@@ -427,8 +427,10 @@ def test_bd_validation_tracks_each_model_s_best_and_stops_when_both_stall(small_
         assert ("epoch 4 evaluating student" in logged) is (epoch == 4), logged
         if epoch == 4:  # the scripted evaluation takes no time
             assert float(re.search(r"time: ([0-9.]+)s", logged).group(1)) < 0.5, logged
-    assert outcomes == [(True, False), (True, False), (True, False), (False, False),
-                        (False, True)]
+    student_best = [sign * s for s in (0.3, 0.3, 0.4, 0.4, 0.4)]
+    assert outcomes == [(True, False, student_best[0]), (True, False, student_best[1]),
+                        (True, False, student_best[2]), (False, False, student_best[3]),
+                        (False, True, student_best[4])]
     best = {"teacher": 1, "student": 2}
     for role, epoch in best.items():
         track = trainer.tracks[role]
@@ -493,8 +495,13 @@ def test_bd_fit_validates_saves_and_stops_on_schedule(small_data, monkeypatch, c
     trained, checked, best_saved, resume_saved, called = [], [], [], [], []
     monkeypatch.setattr(trainer, "_train_epoch", lambda data, epoch, show_progress=False:
                         trained.append(epoch) or (1.0, 2.0, 3.0, 4.5))
-    monkeypatch.setattr(trainer, "_validate", lambda data, epoch, verbose, show_progress:
-                        checked.append(epoch) or (epoch == 1, epoch == stop_at))
+    def validate(data, epoch, verbose, show_progress):
+        checked.append(epoch)
+        if epoch == stop_at and verbose:  # as BDTrainer._validate logs it
+            trainer.logger.info("Finished BD: best teacher at epoch 1, best student at epoch 2")
+        return epoch == 1, epoch == stop_at, 0.7
+
+    monkeypatch.setattr(trainer, "_validate", validate)
     monkeypatch.setattr(trainer, "_save_checkpoint",
                         lambda epoch, verbose=True: best_saved.append(epoch))
     monkeypatch.setattr(trainer, "_save_resume_point", resume_saved.append)
@@ -512,8 +519,12 @@ def test_bd_fit_validates_saves_and_stops_on_schedule(small_data, monkeypatch, c
     assert trained == list(range(5 if stop_at is None else stop_at + 1))
     assert trainer.train_loss_dict == {epoch: 10.5 for epoch in trained}
     assert checked == validated
-    assert best_saved == ([1] if saved and 1 in validated else [])
-    assert resume_saved == (validated if saved else [])
+    # Without validation every epoch's weights are the model (RecBole's rule); a resume point
+    # follows every epoch, validated or not.
+    selects = valid and eval_step > 0
+    expected = ([1] if 1 in validated else []) if selects else trained
+    assert best_saved == (expected if saved else [])
+    assert resume_saved == (trained if saved else [])
     assert called == [(epoch, 0.7) for epoch in validated]
 
 

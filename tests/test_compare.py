@@ -50,12 +50,13 @@ def test_relative_summary_divides_by_the_same_seeds_student():
     assert "| DERRD | 1.125 ± 0.177 |" in table  # mean and std of 1.25 and 1.0
 
 
-def _compare_small(small_data, workdir, progress, config_files=None, **settings):
+def _compare_small(small_data, workdir, progress, config_files=None, baselines=("Pop",),
+                   methods=("RRD", "BD"), **settings):
     pair = workdir / "pair.yaml"
     pair.write_text(yaml.safe_dump(pair_overrides("BPR", "BPR")))
     fast = {k: v for k, v in FAST.items()
             if k not in ("dataset", "teacher_config", "student_config")}
-    return compare("ml-small", str(pair), seeds=1, baselines=["Pop"], methods=["RRD", "BD"],
+    return compare("ml-small", str(pair), seeds=1, baselines=baselines, methods=methods,
                    results_dir=str(workdir / "results"), progress=progress,
                    config_files=config_files, settings={**fast, "data_path": small_data, **settings})
 
@@ -85,6 +86,31 @@ def test_interrupted_compare_trains_only_the_missing_runs(small_data, workdir):
                           "BD teacher"]
     assert rows["RRD"] == first["RRD"]
     assert "| BD teacher |" in table
+
+
+def test_a_compare_folder_is_a_store_that_a_narrower_rerun_keeps(small_data, workdir):
+    _compare_small(small_data, workdir, lambda line: None)
+    everything = _rows(workdir)
+    lines = []
+    table = _compare_small(small_data, workdir, lines.append, baselines=(), methods=("RRD",))
+    assert not any(" done" in line for line in lines)  # nothing trained again
+    assert "| RRD |" in table and "| BD student |" not in table and "| Pop |" not in table
+    assert _rows(workdir) == everything  # the runs it did not ask for keep their rows
+    report = (workdir / "results" / "comparison.md").read_text()
+    assert "| RRD |" in report and "| Pop |" not in report
+    # Asked for again, a finished run is read back, never retrained.
+    lines = []
+    table = _compare_small(small_data, workdir, lines.append, methods=("BD", "RRD"))
+    assert not any(" done" in line for line in lines) and "| BD teacher |" in table
+    assert _rows(workdir) == everything
+
+
+@pytest.mark.parametrize("option", ["baselines", "methods"])
+def test_compare_refuses_a_contender_named_twice(small_data, workdir, option):
+    names = {"baselines": ("Pop", "Pop"), "methods": ("RRD", "BD", "RRD")}[option]
+    with pytest.raises(ValueError, match=f"--{option} names {names[0]} more than once"):
+        _compare_small(small_data, workdir, lambda line: None, **{option: names})
+    assert not (workdir / "results").exists()
 
 
 def test_compare_refuses_a_results_folder_of_another_comparison(small_data, workdir):

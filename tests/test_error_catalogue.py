@@ -87,6 +87,8 @@ CASES: dict[str, Case] = {
                                     "model='DERRD', this command has model='RRD'"),
     "resume-with-another-teacher": Case(kd("--kd_resume={last}", "--teacher_checkpoint={nan}"),
                                         "distilled another teacher .* set teacher_checkpoint"),
+    "resume-on-another-device": Case(kd("--kd_resume={cuda_last}"),
+                                     "written by a run on cuda; this run is on cpu"),
     "resume-from-a-text-file": Case(kd("--kd_resume={text}"), "kd_resume .* could not be read"),
     "resume-from-a-best-model-file": Case(kd("--kd_resume={run}"),
                                           "is a best-model checkpoint, not a resume point"),
@@ -106,6 +108,8 @@ CASES: dict[str, Case] = {
     "compare-no-seed": Case(kd("--compare", "--seeds=0"), "--seeds 0"),
     "compare-baseline-as-method": Case(kd("--compare", "--methods=BPR"),
                                        "'BPR' is not a distillation method"),
+    "compare-method-named-twice": Case(kd("--compare", "--methods=RRD,RRD"),
+                                       "--methods names RRD more than once"),
     "compare-negative-tune": Case(kd("--compare", "--tune=-1"), "--tune -1"),
     "compare-bad-setting": Case(kd("--compare", "--epochs=-3"), "'epochs' = -3 is invalid"),
     "compare-with-nproc": Case(kd("--compare", "--nproc=2"), "--nproc and --world_size apply"),
@@ -158,10 +162,14 @@ def paths(small_data, stock_teacher, workdir, saved_run) -> dict:
             dst.writelines(lines)
     (run,) = (p for p in glob.glob("saved/DERRD-*.pth")
               if not p.endswith(("-last.pth", "-student.pth")))
+    last = glob.glob("saved/DERRD-*-last.pth")[0]
+    on_cuda = torch.load(last, weights_only=False)
+    on_cuda["device_type"] = "cuda"
+    torch.save(on_cuda, workdir / "cuda-last.pth")
     return {"data": small_data, "stock": stock_teacher, "text": "notes.txt",
             "foreign": "foreign.pth", "bad_yaml": "bad.yaml", "users_dat": "users.dat",
-            "nan": "nan.pth", "empty": str(empty), "run": run,
-            "last": glob.glob("saved/DERRD-*-last.pth")[0]}
+            "nan": "nan.pth", "empty": str(empty), "run": run, "last": last,
+            "cuda_last": "cuda-last.pth"}
 
 
 @pytest.fixture

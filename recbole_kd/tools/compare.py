@@ -7,7 +7,9 @@ DE, RRD and DERRD distilling the teacher trained alone, and BD starting from bot
 alone. Writes ``comparison.md`` (mean ± std over seeds), ``runs.csv`` (one row per run) and
 ``comparison.png`` (bar chart) into the results folder (:mod:`recbole_kd.tools.result_store`,
 :mod:`recbole_kd.tools.report`); the same command started again after an interruption trains only
-the runs it lacks, and continues a distillation run cut short from its resume point.
+the runs it lacks, and continues a distillation run cut short from its resume point. The folder
+is a store: a rerun with fewer or other contenders reports what it asked for and keeps the other
+runs' rows in ``runs.csv``; a finished run is read back, never trained again.
 """
 
 from __future__ import annotations
@@ -172,6 +174,12 @@ def check_plan(dataset: str, pair: dict, seeds: int, baselines, methods, config_
     for key in ("teacher_model", "student_model"):
         if not pair.get(key):
             raise KDConfigError(f"The pair file names no {key}: add '{key}: <RecBole model>'.")
+    for option, names in (("--baselines", baselines), ("--methods", methods)):
+        repeated = sorted({name for name in names if list(names).count(name) > 1})
+        if repeated:
+            raise KDConfigError(
+                f"{option} names {', '.join(repeated)} more than once: each contender is one "
+                "run per seed; name it once.")
     for name in methods:
         if not is_kd_model(name):
             raise KDConfigError(

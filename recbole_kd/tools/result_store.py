@@ -1,5 +1,7 @@
-"""The comparison's runs on disk: ``runs.csv`` rewritten after every run, so that an
-interrupted comparison started again trains only the runs it lacks."""
+"""The comparison's runs on disk: ``runs.csv`` is a store of every run the folder's comparison
+ever finished. It is rewritten after every run, so that an interrupted comparison started again
+trains only the runs it lacks, and a rerun that asks for fewer or other contenders keeps the rows
+of the others."""
 
 from __future__ import annotations
 
@@ -33,8 +35,10 @@ class Results:
     """The comparison's runs, saved to ``runs.csv`` after each one, so an interrupted comparison
     started again with the same command and results folder trains only what is missing.
 
-    ``comparison.json`` records what was compared (data set, pair, config files, settings); a
-    folder holding another comparison is refused rather than mixed into it.
+    ``runs.csv`` keeps every run the folder holds, whether or not this command asked for it;
+    :attr:`runs` holds this command's runs alone, for its report. ``comparison.json`` records
+    what was compared (data set, pair, config files, settings); a folder holding another
+    comparison is refused rather than mixed into it.
     """
 
     def __init__(self, results_dir: str, setup: dict):
@@ -43,7 +47,7 @@ class Results:
         self.runs_file = os.path.join(results_dir, "runs.csv")
         setup_file = os.path.join(results_dir, "comparison.json")
         setup = json.loads(json.dumps(setup, default=str))
-        self.earlier: list[Run] = []
+        self.stored: list[Run] = []  # every run in runs.csv, this command's included
         if os.path.exists(self.runs_file) and os.path.exists(setup_file):
             with open(setup_file, encoding="utf-8") as f:
                 stored = json.load(f)
@@ -54,15 +58,15 @@ class Results:
                     f"{', '.join(changed)} differ). Pass another --results folder, or delete "
                     f"{results_dir}/ to start afresh."
                 )
-            self.earlier = read_runs(self.runs_file)
+            self.stored = read_runs(self.runs_file)
         with open(setup_file, "w", encoding="utf-8") as f:
             json.dump(setup, f, indent=1)
         self.runs: list[Run] = []
 
     def kept(self, name: str, seed: int) -> list[Run]:
-        """The earlier run ``name`` of ``seed`` (BD: with its teacher), now part of the results;
-        [] when it must be trained (absent, or its checkpoint is gone)."""
-        found = [run for run in self.earlier if run.seed == seed and (
+        """The stored run ``name`` of ``seed`` (BD: with its teacher), now part of this
+        command's results; [] when it must be trained (absent, or its checkpoint is gone)."""
+        found = [run for run in self.stored if run.seed == seed and (
             run.name == name or (name == "BD student" and run.name == "BD teacher"))]
         usable = found and all(not run.saved_model_file or os.path.exists(run.saved_model_file)
                                for run in found)
@@ -77,12 +81,19 @@ class Results:
         return os.path.join(self.results_dir, "checkpoints", f"{name.replace(' ', '-')}-{seed}")
 
     def add(self, *runs: Run) -> None:
+        """Record freshly trained ``runs``: each replaces a stored row of its name and seed
+        (one whose checkpoint was gone), the others are appended."""
         self.runs += runs
+        for run in runs:
+            self.stored = [old for old in self.stored
+                           if (old.name, old.seed) != (run.name, run.seed)]
+        self.stored += runs
         self.save()
 
     def save(self) -> None:
-        """Write this comparison's runs (and no earlier run it left out) to ``runs.csv``."""
-        write_csv(self.runs, list(self.runs[0].test), self.runs_file)
+        """Write every stored run to ``runs.csv``."""
+        metrics = list(dict.fromkeys(m for run in self.stored for m in run.test))
+        write_csv(self.stored, metrics, self.runs_file)
 
 
 def write_csv(runs: list[Run], metrics: list[str], path: str) -> None:
@@ -91,7 +102,7 @@ def write_csv(runs: list[Run], metrics: list[str], path: str) -> None:
         writer = csv.writer(f)
         writer.writerow(["run", "seed", *metrics, *CSV_FIELDS])
         for run in runs:
-            writer.writerow([run.name, run.seed, *(run.test[m] for m in metrics),
+            writer.writerow([run.name, run.seed, *(run.test.get(m, "") for m in metrics),
                              f"{run.seconds_per_epoch:.4f}", run.epochs, run.params or "",
                              f"{run.ms_per_1000_users:.2f}" if run.ms_per_1000_users else "",
                              run.saved_model_file])
@@ -104,7 +115,8 @@ def read_runs(path: str) -> list[Run]:
         rows = list(csv.DictReader(f))
     runs = []
     for row in rows:
-        metrics = {k: float(v) for k, v in row.items() if k not in ("run", "seed", *CSV_FIELDS)}
+        metrics = {k: float(v) for k, v in row.items()
+                   if k not in ("run", "seed", *CSV_FIELDS) and v != ""}
         runs.append(Run(
             row["run"], int(row["seed"]), metrics, float(row["train_seconds_per_epoch"]),
             int(row["epochs"]), row["saved_model_file"],

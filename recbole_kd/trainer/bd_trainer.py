@@ -87,9 +87,10 @@ class BDTrainer(KDTrainer):
         return tuple(totals)
 
     def _validate(self, valid_data, epoch_idx: int, verbose: bool,
-                  show_progress: bool) -> tuple[bool, bool]:
+                  show_progress: bool) -> tuple[bool, bool, float]:
         """Evaluate both models and update their tracks: (either improved, both have stopped
-        improving). RecBole's own counters follow the student's track."""
+        improving, the student's best score). RecBole's own counters follow the student's
+        track."""
         stopped, improvements = [], []
         for role in self.ROLES:
             start = time()
@@ -119,36 +120,15 @@ class BDTrainer(KDTrainer):
         student = self.tracks["student"]
         self.best_valid_score, self.cur_step = student.best_score, student.cur_step
         self.best_valid_result = student.best_result
-        return any(improvements), all(stopped)
+        if all(stopped) and verbose:
+            self.logger.info(
+                f"Finished BD: best teacher at epoch {self.tracks['teacher'].best_epoch}, "
+                f"best student at epoch {student.best_epoch}")
+        return any(improvements), all(stopped), student.best_score
 
     def fit(self, train_data, valid_data=None, verbose=True, saved=True, show_progress=False,
             callback_fn=None):
-        self._restore_rng(train_data)
-        self.eval_collector.data_collect(train_data)
-        for epoch_idx in range(self.start_epoch, self.epochs):
-            start = time()
-            losses = self._train_epoch(train_data, epoch_idx, show_progress=show_progress)
-            self.train_loss_dict[epoch_idx] = sum(losses)
-            if verbose:
-                self.logger.info(self._generate_train_loss_output(epoch_idx, start, time(), losses))
-            self._add_train_loss_to_tensorboard(epoch_idx, losses)
-            if not (valid_data and self.eval_step > 0 and (epoch_idx + 1) % self.eval_step == 0):
-                continue
-            improved, stop = self._validate(valid_data, epoch_idx, verbose, show_progress)
-            if saved and improved:
-                self._save_checkpoint(epoch_idx, verbose=verbose)
-            if saved:
-                self._save_resume_point(epoch_idx)
-            if callback_fn:
-                callback_fn(epoch_idx, self.tracks["student"].best_score)
-            if stop:
-                if verbose:
-                    self.logger.info(
-                        "Finished BD: best teacher at epoch "
-                        f"{self.tracks['teacher'].best_epoch}, best student at epoch "
-                        f"{self.tracks['student'].best_epoch}"
-                    )
-                break
+        super().fit(train_data, valid_data, verbose, saved, show_progress, callback_fn)
         student = self.tracks["student"]
         self.best_valid_score, self.best_valid_result = student.best_score, student.best_result
         return student.best_score, student.best_result

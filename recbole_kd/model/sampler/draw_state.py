@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import torch
 
+from recbole_kd.errors import CheckpointError
 from recbole_kd.model.sampler.positives import make_generator
 
 
@@ -24,7 +25,8 @@ class CheckpointedDraws:
     def get_extra_state(self) -> dict | None:
         if self.generator is None:
             return self._pending_state
-        state = {"generator": self.generator.get_state()}
+        state = {"generator": self.generator.get_state(),
+                 "generator_device": self.generator.device.type}
         for name in self.state_names:
             value = getattr(self, name, None)
             state[name] = None if value is None else value.clone()
@@ -40,6 +42,13 @@ class CheckpointedDraws:
         self.generator = make_generator(seed, device)
         if state is None:
             return
+        # A CPU and a CUDA generator's states are of different kinds: neither converts.
+        saved_on = state.get("generator_device", "cpu")
+        if saved_on != self.generator.device.type:
+            raise CheckpointError(
+                f"{type(self).__name__}'s saved random state is of a {saved_on} generator; this "
+                f"run draws on {self.generator.device.type}: resume on {saved_on}, or start "
+                "the run again.")
         self.generator.set_state(state["generator"].cpu())
         for name in self.state_names:
             value = state.get(name)
