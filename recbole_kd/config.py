@@ -8,13 +8,32 @@ from typing import Any
 
 import yaml
 from recbole.config import Config
+from recbole.utils import ModelType
 
 from recbole_kd import distributed
 from recbole_kd.errors import KDConfigError
 from recbole_kd.eval_protocol import check_eval_protocol
 from recbole_kd.key_checks import check_keys, foreign_keys, method_files
-from recbole_kd.properties import model_file, properties_dir
-from recbole_kd.registry import get_model
+from recbole_kd.model.role_config import recbole_model
+from recbole_kd.model.sequential_backbone import is_sequential
+from recbole_kd.properties import model_file, properties_dir, read_yaml
+from recbole_kd.registry import get_model, is_kd_model
+
+
+def student_family(model_class: type, external: dict) -> type | None:
+    """For a distillation model with a sequential student: a stand-in class of the
+    sequential type that RecBole's default loading reads (``type``); else None."""
+    if not is_kd_model(model_class.__name__):
+        return None
+    student = external.get("student_model") or read_yaml(
+        os.path.join(properties_dir(), "overall.yaml")).get("student_model")
+    try:
+        student_class = recbole_model(str(student), "")
+    except KDConfigError:
+        return None  # named in the checks that follow
+    if not is_sequential(student_class):
+        return None
+    return type(model_class.__name__, (), {"type": ModelType.SEQUENTIAL})
 
 
 class KDConfig(Config):
@@ -42,7 +61,10 @@ class KDConfig(Config):
         return model, model_class, dataset
 
     def _load_internal_config_dict(self, model, model_class, dataset):
-        super()._load_internal_config_dict(model, model_class, dataset)
+        # A distillation run is of its student's family: RecBole then builds a sequential
+        # data set, its defaults (leave-one-out by time) and loaders for a sequential student.
+        family = student_family(model_class, self.external_config_dict)
+        super()._load_internal_config_dict(model, family or model_class, dataset)
         paths = [os.path.join(properties_dir(), "overall.yaml")]
         paths += [model_file(name) for name in method_files(model)]
         paths.append(os.path.join(properties_dir(), "datasets", f"{dataset}.yaml"))

@@ -13,24 +13,32 @@ from logging import getLogger
 
 import numpy as np
 import recbole
+import torch
 import yaml
 from recbole.config import Config
 from recbole.data import create_dataset, create_samplers, get_dataloader
 from recbole.data.dataloader import UserDataLoader
-from recbole.utils import init_seed
+from recbole.utils import ModelType, init_seed
 
 from recbole_kd import distributed, sharding
 from recbole_kd.errors import DataFormatError, KDConfigError
+from recbole_kd.model.sequential_backbone import QUERY_FIELD
 
 
 def build_split(config: Config):
-    """(dataset, (train, valid, test) datasets) of ``config``, seeded as RecBole seeds them."""
+    """(dataset, (train, valid, test) datasets) of ``config``, seeded as RecBole seeds them. A
+    sequential split's training rows are numbered from 1 (``kd_query``): they are the queries a
+    distillation run keeps state for."""
     check_data_files(config)
     init_seed(config["seed"], config["reproducibility"])
     dataset = create_dataset(config)
     getLogger().info(dataset)
     check_leave_one_out(config, dataset)
-    return dataset, dataset.build()
+    parts = dataset.build()
+    if config["MODEL_TYPE"] == ModelType.SEQUENTIAL:
+        train = parts[0].inter_feat
+        train[QUERY_FIELD] = torch.arange(1, len(train) + 1)  # 0 is padding, as user 0 is
+    return dataset, parts
 
 
 def check_data_files(config: Config) -> None:
@@ -43,6 +51,7 @@ def check_data_files(config: Config) -> None:
             f"'{name}' is not one RecBole downloads. Set data_path to the folder that holds "
             f"{name}/{name}.inter, or check the data set's name."
         )
+    check_time_field(config)
     parts = config["benchmark_filename"] or [None]
     for part in parts:
         path = os.path.join(config["data_path"], f"{name}.{part}.inter" if part else f"{name}.inter")
@@ -55,6 +64,20 @@ def check_data_files(config: Config) -> None:
                 f"'{path}' holds no interactions: it needs a header line such as "
                 "'user_id:token<TAB>item_id:token', then one interaction per line."
             )
+
+
+def check_time_field(config: Config) -> None:
+    """A sequential split orders each user's interactions by time: refuse a run whose
+    ``load_col`` leaves the time field out (RecBole fails deep inside, sorting by it)."""
+    if config["MODEL_TYPE"] != ModelType.SEQUENTIAL:
+        return
+    columns = (config["load_col"] or {}).get("inter")
+    time_field = config["TIME_FIELD"]
+    if columns is not None and time_field not in columns:
+        raise KDConfigError(
+            f"A sequential run orders each user's interactions by '{time_field}', which "
+            f"load_col's inter columns {columns} leave out: add it, e.g. load_col: {{inter: "
+            f"[{', '.join([*columns, time_field])}]}}.")
 
 
 def downloadable_data_sets() -> set[str]:
@@ -84,12 +107,14 @@ def split_fingerprint(dataset, parts) -> str:
 
 def check_leave_one_out(config: Config, dataset) -> None:
     """Leave-one-out needs 3 interactions per user (train, validation, test): RecBole would
-    silently leave shorter users out of validation, or of evaluation altogether."""
+    silently leave shorter users out of validation, or of evaluation altogether. (A sequential
+    data set's rows are a user's interactions but the first, each with its history.)"""
     split = (config["eval_args"] or {}).get("split") or {}
     if split.get("LS") != "valid_and_test" or config["benchmark_filename"]:
         return
     counts = np.bincount(np.asarray(dataset.inter_feat[dataset.uid_field]), minlength=dataset.user_num)
-    short = int(((counts > 0) & (counts < 3)).sum())
+    rows_needed = 2 if config["MODEL_TYPE"] == ModelType.SEQUENTIAL else 3
+    short = int(((counts > 0) & (counts < rows_needed)).sum())
     if short:
         raise KDConfigError(
             f"{short} users of '{config['dataset']}' have fewer than 3 interactions, too few for "

@@ -20,6 +20,7 @@ from typing import Any
 
 import torch
 import torch.distributed as dist
+from recbole.utils import ModelType
 
 from recbole_kd.errors import KDConfigError, KDError, TrainingError
 
@@ -36,6 +37,10 @@ def requested(config_dict: dict) -> bool:
 
 def backend_of(config_dict: dict) -> tuple[bool, str]:
     """(whether the run's ranks use CUDA devices, its backend), refused where they cannot work."""
+    if config_dict.get("MODEL_TYPE") == ModelType.SEQUENTIAL:
+        raise KDConfigError(
+            "Distributed runs (--nproc, --world_size, torchrun) shard a general model's users; "
+            "a sequential run trains in one process: leave --nproc at 1.")
     on_cuda = bool(config_dict.get("use_gpu", True)) and torch.cuda.is_available() \
         and str(config_dict.get("gpu_id", "")) != ""
     backend = config_dict.get("kd_dist_backend") or ("nccl" if on_cuda else "gloo")

@@ -25,6 +25,7 @@ from typing import Any
 
 import numpy as np
 import torch
+from recbole.utils import ModelType
 
 from recbole_kd import sharding
 from recbole_kd.errors import KDConfigError
@@ -46,6 +47,11 @@ def check_eval_protocol(config_dict: dict[str, Any]) -> None:
     """
     if config_dict.get("kd_eval_protocol", FULL) == FULL:
         return
+    if config_dict.get("MODEL_TYPE") == ModelType.SEQUENTIAL:
+        raise KDConfigError(
+            f"kd_eval_protocol: {config_dict['kd_eval_protocol']} draws each user's fixed "
+            "negatives once for a general model's users; a sequential run evaluates rows of "
+            "item sequences with RecBole's own evaluation. Set kd_eval_protocol: full.")
     eval_args = config_dict["eval_args"]
     problems = []
     # A fixed split (RecBole's benchmark files) ignores split and group_by: its files decide.

@@ -42,6 +42,7 @@ SPLIT_KEYS = (
     "unload_col",
     "unused_col",
     "threshold",
+    "MAX_ITEM_LIST_LENGTH",  # a sequential row's history, and so what its model sees
 )
 
 # Settings that change neither what a model learns nor which epoch is kept: left out of the

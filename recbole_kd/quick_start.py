@@ -65,14 +65,17 @@ def pretrained_roles(config: KDConfig, model_class: type) -> list[str]:
 
 def prepare_run(config: KDConfig) -> RunState:
     """The split, its loaders, the models trained before distillation and the run's model."""
-    dataset, parts = build_split(config)
     model_class = get_model(config["model"])
+    if is_kd_model(config["model"]):
+        for role in ("teacher", "student"):  # before anything is read or trained
+            if config[f"{role}_model"]:
+                model_class.check_backbone(role, config[f"{role}_model"])
+        if config["teacher_model"] and config["student_model"]:
+            model_class.check_pair(config["teacher_model"], config["student_model"])
+    dataset, parts = build_split(config)
     pretrained = {}
     if is_kd_model(config["model"]):
         roles = pretrained_roles(config, model_class)
-        for role in ("teacher", "student"):  # before anything is trained
-            if config[f"{role}_model"]:
-                model_class.check_backbone(role, config[f"{role}_model"])
         for role in roles:
             pretrained[role] = resolve_pretrained(config, dataset, parts, role)
             if not config[f"{role}_model"]:  # named by its checkpoint

@@ -106,7 +106,7 @@ CASES = {
                                                "holds a BPR model, but teacher_model is LightGCN"),
     "unknown teacher model": (settings(teacher_model="BRP"), "Unknown model 'BRP'"),
     "unknown student model": (settings(student_model="Nope"), "Unknown model 'Nope'"),
-    "sequential student": (settings(student_model="SASRec"), "not a RecBole general recommender"),
+    "sequential student": (settings(student_model="SASRec"), "student_model SASRec is a sequential"),
     "user-row model as teacher": (settings(teacher_model="DiffRec"), "whole user rows"),
     "DE without representations": (settings(teacher_model="MultiVAE"),
                                     "DE needs user and item representations"),

@@ -52,7 +52,17 @@ def kd(*extra: str, model: str = "DERRD") -> Callable[[dict], list[str]]:
 CASES: dict[str, Case] = {
     "unknown-model": Case(lambda p: [*small_args(p["data"]), "-m", "DERD"], "Unknown model 'DERD'"),
     "unknown-teacher": Case(kd("--teacher_model=BRP"), "Unknown model 'BRP' for teacher_model"),
-    "sequential-student": Case(kd("--student_model=SASRec"), "not a RecBole general recommender"),
+    "sequential-student": Case(kd("--student_model=SASRec"),
+                               "teacher_model BPR is a general .* student_model SASRec is a "
+                               "sequential one"),
+    "sequential-feature-model": Case(kd("--student_model=SASRecF", "--teacher_model=SASRec"),
+                                     "'SASRecF' needs item features"),
+    "sequential-without-time": Case(kd("--student_model=SASRec", "--teacher_model=SASRec"),
+                                    "orders each user's interactions by 'timestamp', which "
+                                    "load_col's inter columns"),
+    "sequential-fixed-sampled": Case(kd("--student_model=SASRec", "--teacher_model=SASRec",
+                                        "--kd_eval_protocol=fixed_sampled"),
+                                     "kd_eval_protocol: fixed_sampled .* sequential run"),
     "user-row-teacher": Case(kd("--teacher_model=DiffRec"), "trained on whole user rows"),
     "no-representations": Case(kd("--teacher_model=DMF", model="DE"),
                                "DE needs user and item representations"),

@@ -1,21 +1,32 @@
 """The shared base of the distillation models: a student, a frozen teacher and distillers.
 
-A distillation model is a RecBole general recommender that owns two ordinary RecBole models. It
-trains and evaluates as the student; the teacher is frozen (eval mode, no gradients, not in the
+A distillation model is a RecBole recommender that owns two ordinary RecBole models. It trains
+and evaluates as the student; the teacher is frozen (eval mode, no gradients, not in the
 optimizer). Each method adds one or more ``Distiller`` terms to the student's own loss.
+
+Methods are written against *queries*: what a model scores against items. For general models a
+query is a user; for sequential ones a training row (a prefix of a user's history), identified
+by its position among the training rows (:mod:`recbole_kd.model.sequential_backbone`). Per-query
+state (top-N lists, rank-discrepancy pools) is indexed by query id either way, and a query's
+positives (the items never drawn as negatives) are the user's training items, or the row's
+target.
 """
 
 from __future__ import annotations
 
 from itertools import chain
 
+import numpy as np
+import scipy.sparse as sp
 import torch
 from recbole.model.abstract_recommender import GeneralRecommender
 from recbole.utils import InputType
 from torch import Tensor, nn
 
 from recbole_kd import checkpoint, sharding
+from recbole_kd.errors import BackboneError
 from recbole_kd.model.backbone import (
+    SCORE_METHODS,
     Backbone,
     check_general_model,
     check_representations,
@@ -23,6 +34,14 @@ from recbole_kd.model.backbone import (
 )
 from recbole_kd.model.init import initialise
 from recbole_kd.model.role_config import backbone_class, derive_config
+from recbole_kd.model.sequential_backbone import (
+    QUERY_FIELD,
+    QueryRows,
+    SequentialBackbone,
+    check_sequential_model,
+    has_sequence_representations,
+    is_sequential,
+)
 
 
 class Distiller(nn.Module):
@@ -37,9 +56,10 @@ class Distiller(nn.Module):
         super().__init__()
         # Plain attributes, not submodules: the models belong to the distillation model.
         self.student_net, self.teacher_net = model.student_net, model.teacher_net
-        self.n_users, self.n_items = model.n_users, model.n_items
-        self.positives = model.positives  # training interactions, CSR [n_users, n_items]
-        self.users = model.owned_users  # the users whose state this process keeps
+        self.n_users, self.n_items = model.n_queries, model.n_items  # queries: see the module
+        self.positives = model.positives  # each query's positives, CSR [n_queries, n_items]
+        self.users = model.owned_users  # the queries whose state this process keeps
+        self.user_queries = model.user_queries  # a user's query where users are ranked
 
     def prepare(self) -> None:
         """One-time work that needs the trained teacher (caches, top-N lists)."""
@@ -76,9 +96,32 @@ class KnowledgeDistillationModel(GeneralRecommender):
     def check_backbone(cls, role: str, model_name: str) -> None:
         """Refuse a teacher or student model this method cannot use, naming the role."""
         model_class = backbone_class(model_name, role)
+        if is_sequential(model_class):
+            check_sequential_model(model_class, role)
+            if cls.needs_representations and not has_sequence_representations(model_class):
+                raise BackboneError(
+                    f"{cls.__name__} needs the {role} model's sequence representation, which "
+                    f"recbole_kd reads from SASRec, GRU4Rec, NARM, STAMP, LightSANs and Caser; "
+                    f"'{model_name}' has none it reads. Use {', '.join(SCORE_METHODS)} with it "
+                    "(they distil through scores), or another model.")
+            return
         check_general_model(model_class, role)
         if cls.needs_representations:
             check_representations(model_class, role)
+
+    @classmethod
+    def check_pair(cls, teacher: str, student: str) -> None:
+        """Refuse a teacher and a student of different families (general, sequential): they
+        score different queries (users, or training rows)."""
+        kinds = {role: is_sequential(backbone_class(name, role))
+                 for role, name in (("teacher", teacher), ("student", student))}
+        if kinds["teacher"] != kinds["student"]:
+            family = {True: "a sequential", False: "a general"}
+            raise BackboneError(
+                f"teacher_model {teacher} is {family[kinds['teacher']]} recommender and "
+                f"student_model {student} is {family[kinds['student']]} one: {cls.__name__} "
+                "distils between models that score the same queries. Choose a teacher and a "
+                "student of the same family (e.g. SASRec and GRU4Rec, or BPR and LightGCN).")
 
     def __init__(self, config, dataset):
         super().__init__(config, dataset)
@@ -99,12 +142,25 @@ class KnowledgeDistillationModel(GeneralRecommender):
         if not self.teacher_trainable:
             self.teacher.requires_grad_(False)
             self.teacher.eval()
-        self.student_net = Backbone(self.student)
-        self.teacher_net = Backbone(self.teacher)
-        self.positives = dataset.inter_matrix(form="csr")
-        # The block of users this process trains on: every user, or its rank's (whole chunks of
-        # kd_chunk_size users); per-user state is kept for those alone.
-        self.owned_users = sharding.owned_users(dataset, config["kd_chunk_size"])
+        self.sequential = is_sequential(type(self.student))
+        if self.sequential:
+            rows = QueryRows(dataset, self.student)
+            self.QUERY, self.n_queries = QUERY_FIELD, len(rows)
+            self.student_net = SequentialBackbone(self.student, rows, self.student_config)
+            self.teacher_net = SequentialBackbone(self.teacher, rows, self.teacher_config)
+            self.positives = target_matrix(rows, self.n_items)
+            self.owned_users = range(self.n_queries)
+            # Where a method ranks users (DCD's item side), a user is its latest training row.
+            self.user_queries = rows.latest_per_user()
+        else:
+            self.QUERY, self.n_queries = self.USER_ID, self.n_users
+            self.user_queries = None  # users are the queries
+            self.student_net = Backbone(self.student)
+            self.teacher_net = Backbone(self.teacher)
+            self.positives = dataset.inter_matrix(form="csr")
+            # The block of users this process trains on: every user, or its rank's (whole
+            # chunks of kd_chunk_size users); per-user state is kept for those alone.
+            self.owned_users = sharding.owned_users(dataset, config["kd_chunk_size"])
         self.distillers = nn.ModuleList()
         self._prepared = False
         if not self.teacher_trainable:
@@ -188,10 +244,16 @@ class KnowledgeDistillationModel(GeneralRecommender):
     def loss_names(self) -> list[str]:
         return [f"{self.student_net.name.lower()}_loss"] + [d.name for d in self.distillers]
 
+    def triples(self, interaction) -> tuple[Tensor, Tensor, Tensor]:
+        """(queries, positive items, negative items) of a training batch; a new step starts."""
+        for net in (self.student_net, self.teacher_net):
+            if hasattr(net, "new_step"):
+                net.new_step()
+        return (interaction[self.QUERY], interaction[self.ITEM_ID],
+                interaction[self.NEG_ITEM_ID])
+
     def calculate_loss(self, interaction) -> tuple[Tensor, ...]:
-        user = interaction[self.USER_ID]
-        pos = interaction[self.ITEM_ID]
-        neg = interaction[self.NEG_ITEM_ID]
+        user, pos, neg = self.triples(interaction)
         base = self.student_net.base_loss(user, pos, neg)
         return (base, *(distiller(user, pos, neg) for distiller in self.distillers))
 
@@ -202,6 +264,8 @@ class KnowledgeDistillationModel(GeneralRecommender):
         return self.role_model(self.eval_role).predict(interaction)
 
     def full_sort_predict(self, interaction):
+        if self.sequential:  # evaluation rows are the model's own batches
+            return self.role_model(self.eval_role).full_sort_predict(interaction).reshape(-1)
         net = getattr(self, f"{self.eval_role}_net")
         return net.evaluation_scores(interaction[self.USER_ID]).reshape(-1)
 
@@ -214,6 +278,15 @@ class KnowledgeDistillationModel(GeneralRecommender):
             best_valid_score=best_valid_score,
         )
         return checkpoint.atomic_save(state, path)
+
+
+def target_matrix(rows: QueryRows, n_items: int) -> sp.csr_matrix:
+    """CSR [n_queries, n_items]: each query's positive, its row's target item (query 0, the
+    padding, has none)."""
+    target = rows.target.cpu().numpy()
+    queries = np.arange(1, len(rows))
+    return sp.csr_matrix((np.ones(len(target), dtype=np.float32), (queries, target)),
+                         shape=(len(rows), n_items))
 
 
 def _teacher_outside_checkpoints(model: KnowledgeDistillationModel, incompatible) -> None:

@@ -123,14 +123,13 @@ class BD(KnowledgeDistillationModel):
         """The batch's BD items and the teacher's targets for the student, before any step."""
         if self.user_batches:
             return self.draw_for_users(interaction[self.USER_ID])
-        user = interaction[self.USER_ID]
+        user, pos, neg = self.triples(interaction)
         draws = [self.sampler.next_items(user) for _ in range(self.items_per_positive)]
         for_student = torch.stack([d[0] for d in draws], dim=1)
         for_teacher = torch.stack([d[1] for d in draws], dim=1)
         with torch.no_grad():
             teacher_targets = self.teacher_net.score(user, for_student)
-        return BDBatch(user, interaction[self.ITEM_ID], interaction[self.NEG_ITEM_ID],
-                       for_student, for_teacher, teacher_targets)
+        return BDBatch(user, pos, neg, for_student, for_teacher, teacher_targets)
 
     def draw_for_users(self, users: Tensor) -> UserBatch:
         """Each user's ``bd_items_per_positive`` x |I_u| draws per direction, an item drawn

@@ -63,8 +63,12 @@ class DCDDistiller(CheckpointedDraws, Distiller):
 
     def prepare(self) -> None:
         device = self.teacher_net.device
-        count = candidates_per_user if self.side == "user" else candidates_per_item
-        available = count(self.positives)
+        if self.side == "user":
+            available = candidates_per_user(self.positives)
+        else:
+            view = self.user_queries
+            available = candidates_per_item(
+                self.positives if view is None else self.positives[view.cpu().numpy()])
         if self.list_len > available:
             getLogger().warning(
                 f"dcd_top_n={self.list_len} shortened to {available} on the {self.side} side, "
@@ -84,14 +88,22 @@ class DCDDistiller(CheckpointedDraws, Distiller):
                 device,
             )
         else:
-            self.lists = top_users_per_item(
-                self.teacher_net.all_item_scores,
-                self.positives,
-                self.list_len,
-                self.chunk_size,
-                device,
-            )
+            self.lists = self.top_users_per_item(device)
         self.restore_draws(self.seed, device)
+
+    def top_users_per_item(self, device: torch.device) -> Tensor:
+        """Each item's teacher top-N users, as query ids. For sequential models a user is its
+        latest training row (its state at the end of its training history), so the item side
+        ranks users, not every prefix of their histories."""
+        view = self.user_queries
+        if view is None:
+            return top_users_per_item(self.teacher_net.all_item_scores, self.positives,
+                                      self.list_len, self.chunk_size, device)
+        view = view.to(device)
+        lists = top_users_per_item(lambda users: self.teacher_net.all_item_scores(view[users]),
+                                   self.positives[view.cpu().numpy()], self.list_len,
+                                   self.chunk_size, device)
+        return view[lists]
 
     def on_epoch_start(self, epoch: int) -> None:
         if epoch % self.refresh_epochs == 0 or self.under is None:

@@ -7,8 +7,11 @@ import os
 from typing import Any
 
 import recbole
+import torch
 import yaml
 from recbole.config import Config
+from recbole.data.transform import construct_transform
+from recbole.utils import InputType, ModelType
 from recbole.utils import get_model as recbole_get_model
 
 from recbole_kd.errors import KDConfigError
@@ -21,11 +24,19 @@ from recbole_kd.properties import plugin_keys
 # backbone's derived config (and in teacher_config / student_config), so each model is built with
 # them and a cached model's name covers them.
 BACKBONE_KEYS = frozenset({INIT_KEY, INIT_LAYERS_KEY, ROW_LOSS_KEY})
+# RecBole's form of train_neg_sample_args: ~ (no negative sampling).
+NO_NEGATIVES = {"distribution": "none", "sample_num": "none", "alpha": "none", "dynamic": False,
+                "candidate_num": 0}
 
 
 def recbole_model(model_name: str, what: str) -> type:
     """RecBole's model class named ``model_name``; an unknown name is refused, with ``what``
     said of it."""
+    # RecBole's sequential package switches autograd's anomaly detection on when imported (its
+    # SINE module does, at import time): every backward then checks every gradient for NaN and
+    # every forward records a traceback, which doubled a SASRec step. The user's own setting
+    # is put back; no model's result changes.
+    anomaly = torch.is_anomaly_enabled()
     try:
         return recbole_get_model(model_name)
     except (ValueError, ImportError, AttributeError) as error:
@@ -34,6 +45,8 @@ def recbole_model(model_name: str, what: str) -> type:
             f"Unknown model '{model_name}'{what}. Check the spelling (names are case-sensitive, "
             "e.g. BPR, LightGCN)."
         ) from error
+    finally:
+        torch.autograd.set_detect_anomaly(anomaly)
 
 
 def backbone_class(model_name: str, role: str) -> type:
@@ -49,6 +62,14 @@ def model_defaults(config: Config, model_name: str) -> dict[str, Any]:
         return {}
     with open(path, encoding="utf-8") as f:
         return yaml.load(f.read(), Loader=config.yaml_loader) or {}
+
+
+def input_type(model_class: type, loss_type: str | None) -> InputType:
+    """RecBole's MODEL_INPUT_TYPE of a model: its class's, else (sequential models) its
+    ``loss_type``'s, as RecBole's Config sets it."""
+    if hasattr(model_class, "input_type"):
+        return model_class.input_type
+    return InputType.POINTWISE if loss_type == "CE" else InputType.PAIRWISE
 
 
 def derive_config(config: Config, model_name: str, overrides: dict | None, role: str) -> Config:
@@ -70,14 +91,20 @@ def derive_config(config: Config, model_name: str, overrides: dict | None, role:
         if key not in config.external_config_dict:  # what the user set explicitly stays
             final[key] = value
     final.update(overrides or {})
+    if model_class.type == ModelType.SEQUENTIAL and final.get("loss_type") == "CE":
+        # As RecBole trains it: its cross-entropy reads every item, no sampled negative.
+        final["train_neg_sample_args"] = dict(NO_NEGATIVES)
     # A backbone key left at null is dropped too: the config (and a cached model's name) is then
     # what it was before the key existed.
     final = {k: v for k, v in final.items()
              if k not in own_keys and not (k in BACKBONE_KEYS and v is None)}
-    final.update(model=model_name, MODEL_TYPE=model_class.type, MODEL_INPUT_TYPE=model_class.input_type)
+    final.update(model=model_name, MODEL_TYPE=model_class.type,
+                 MODEL_INPUT_TYPE=input_type(model_class, final.get("loss_type")))
     derived.final_config_dict = final
     derived.internal_config_dict = {**derived.internal_config_dict, "MODEL_TYPE": model_class.type}
     for name in ("external_config_dict", "file_config_dict", "variable_config_dict", "cmd_config_dict"):
         setattr(derived, name, {k: v for k, v in getattr(derived, name).items() if k not in own_keys})
     derived.model, derived.model_class = model_name, model_class
+    if final.get("transform"):
+        construct_transform(derived)  # sets the batch fields the model reads (BERT4Rec's masks)
     return derived
