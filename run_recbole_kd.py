@@ -38,9 +38,11 @@ def parser() -> argparse.ArgumentParser:
     parser.add_argument("--output_file", type=str, default=None, help="tuning results file")
     parser.add_argument("--compare", action="store_true", help="baselines and KD side by side")
     parser.add_argument("--seeds", type=int, default=1, help="--compare: seeds (mean ± std)")
-    parser.add_argument("--baselines", type=str, default=",".join(compare.DEFAULT_BASELINES),
+    parser.add_argument("--baselines", type=str, default=None,
                         help="--compare: RecBole baselines besides the pair's two models, "
-                             "separated by commas")
+                             "separated by commas (default: "
+                             f"{','.join(compare.DEFAULT_BASELINES)}; for a sequential pair "
+                             f"{','.join(compare.DEFAULT_SEQUENTIAL_BASELINES)})")
     parser.add_argument("--methods", type=str, default=",".join(compare.DEFAULT_METHODS),
                         help="--compare: distillation methods")
     parser.add_argument("--results", type=str, default=compare.DEFAULT_RESULTS,
@@ -81,7 +83,8 @@ def run_compare(args, config_files, settings: dict) -> None:
     pair = config_files[0] if config_files else pair_file("bpr200-bpr20")
     table = compare.compare(
         args.dataset, pair, seeds=args.seeds,
-        baselines=names(args.baselines), methods=names(args.methods),
+        baselines=None if args.baselines is None else names(args.baselines),
+        methods=names(args.methods),
         config_files=config_files[1:] if config_files else None,
         results_dir=args.results, settings=settings, tune=args.tune,
     )

@@ -36,6 +36,11 @@ def student_family(model_class: type, external: dict) -> type | None:
     return type(model_class.__name__, (), {"type": ModelType.SEQUENTIAL})
 
 
+# RecBole's default negative sampling: one item per row, uniformly.
+ONE_NEGATIVE = {"distribution": "uniform", "sample_num": 1, "alpha": 1.0, "dynamic": False,
+                "candidate_num": 0}
+
+
 class KDConfig(Config):
     """RecBole's Config that also reads recbole_kd's property files and finds its models.
 
@@ -97,7 +102,22 @@ class KDConfig(Config):
         for key in foreign_keys(self.model) & (self.file_config_dict.keys() - direct):
             del final[key]
         check_keys(final, self.model, self.external_config_dict)
+        if final.get("MODEL_TYPE") == ModelType.SEQUENTIAL:
+            self._sequential_negatives(final)
         return final
+
+    def _sequential_negatives(self, final: dict) -> None:
+        """Negative sampling of a sequential run, where RecBole would refuse its own defaults
+        (a CE model, such as SASRec, with one sampled negative per row): a sequential model
+        with CE trains without negatives, as RecBole trains it, unless the user set them; a
+        distillation run draws one per row (the methods that read a negative need it, a CE
+        student's own loss ignores it)."""
+        if is_kd_model(self.model):
+            if final.get("train_neg_sample_args") is None:
+                final["train_neg_sample_args"] = dict(ONE_NEGATIVE)
+        elif final.get("loss_type") == "CE" and "train_neg_sample_args" not in \
+                self.external_config_dict:
+            final["train_neg_sample_args"] = None
 
     def _set_default_parameters(self):
         super()._set_default_parameters()

@@ -7,6 +7,7 @@ import csv
 import pytest
 import torch
 import yaml
+from recbole.data.interaction import Interaction
 
 from recbole_kd.tools.compare import compare
 from recbole_kd.tools.report import relative_summary
@@ -179,7 +180,6 @@ def test_a_run_cut_short_continues_from_its_resume_point(small_data, workdir, mo
 
 def test_scoring_cost_is_measured_for_models_without_full_sort_predict(small_data):
     """NeuMF, a default baseline, scores by ``predict`` only, as RecBole evaluates it."""
-    from recbole.data.interaction import Interaction
 
     from recbole_kd.tools.compare import all_item_scores, inference_cost
     from tests.conftest import build, make_config
@@ -187,9 +187,22 @@ def test_scoring_cost_is_measured_for_models_without_full_sort_predict(small_dat
     model = build(make_config("NeuMF", small_data))[3].eval()
     users = torch.tensor([1, 5])
     with torch.no_grad():
-        scores = all_item_scores(model, users).view(2, -1)
+        scores = all_item_scores(model, Interaction({model.USER_ID: users})).view(2, -1)
         one = model.predict(Interaction({model.USER_ID: torch.tensor([5, 5]),
                                          model.ITEM_ID: torch.tensor([3, 7])}))
     assert scores.shape == (2, model.n_items) and torch.allclose(scores[1, [3, 7]], one)
-    params, milliseconds = inference_cost(model, users=20, repeats=1)
+    params, milliseconds = inference_cost(
+        model, Interaction({model.USER_ID: torch.arange(1, 21)}), repeats=1)
     assert params == sum(p.numel() for p in model.parameters()) and milliseconds > 0
+
+
+def test_a_sequential_pair_is_compared_with_sequential_baselines():
+    from recbole_kd.properties import read_pair
+    from recbole_kd.tools.compare import (
+        DEFAULT_BASELINES,
+        DEFAULT_SEQUENTIAL_BASELINES,
+        default_baselines,
+    )
+
+    assert default_baselines(read_pair("sasrec-gru4rec")) == DEFAULT_SEQUENTIAL_BASELINES
+    assert default_baselines(read_pair("bpr200-bpr20")) == DEFAULT_BASELINES

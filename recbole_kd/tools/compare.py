@@ -26,6 +26,8 @@ from recbole_kd import checkpoint
 from recbole_kd.config import KDConfig
 from recbole_kd.errors import KDConfigError
 from recbole_kd.key_checks import settings_for
+from recbole_kd.model.role_config import recbole_model
+from recbole_kd.model.sequential_backbone import is_sequential
 from recbole_kd.properties import read_pair
 from recbole_kd.quick_start import prepare_run, read_resume_point
 from recbole_kd.registry import KD_MODELS, get_model, is_kd_model
@@ -36,6 +38,8 @@ from recbole_kd.tools.result_store import Results, Run
 from recbole_kd.trainer.factory import create_trainer
 
 DEFAULT_BASELINES = ("LightGCN", "NeuMF", "ItemKNN", "Pop")
+# A sequential pair's baselines are sequential models, evaluated on the same rows.
+DEFAULT_SEQUENTIAL_BASELINES = ("SASRec", "GRU4Rec", "NARM")
 DEFAULT_METHODS = ("DE", "RRD", "DERRD", "BD")
 DEFAULT_RESULTS = os.path.join("saved", "comparison")
 
@@ -68,38 +72,57 @@ def timed_run(model: str, dataset: str, config_dict: dict, config_files=None) ->
         "epochs": len(seconds),
         "saved_model_file": trainer.saved_model_file,
         "model": run.model,
+        "test_data": run.test_data,
     }
 
 
-def all_item_scores(model, users: torch.Tensor) -> torch.Tensor:
-    """Every item's score for ``users``, as RecBole's full-sort evaluation gets them: from
-    ``full_sort_predict``, or from ``predict`` on every (user, item) pair of a model that has
-    none (NeuMF)."""
+def all_item_scores(model, queries: Interaction) -> torch.Tensor:
+    """Every item's score for ``queries`` (users, or a sequential model's rows), as RecBole's
+    full-sort evaluation gets them: from ``full_sort_predict``, or from ``predict`` on every
+    (user, item) pair of a model that has none (NeuMF)."""
     try:
-        return model.full_sort_predict(Interaction({model.USER_ID: users}))
+        return model.full_sort_predict(queries)
     except NotImplementedError:
+        users = queries[model.USER_ID]
         items = torch.arange(model.n_items, device=users.device)
         return model.predict(Interaction({model.USER_ID: users.repeat_interleave(len(items)),
                                           model.ITEM_ID: items.repeat(len(users))}))
 
 
+def scoring_queries(model, test_data, limit: int = 2000) -> Interaction:
+    """Up to ``limit`` queries to time full-sort scoring on: users 1, 2, …, or the first rows
+    of a sequential split's test part (their histories are what the model reads)."""
+    device = next(model.parameters(), torch.empty(0)).device
+    if is_sequential(type(model)):
+        rows = test_data._dataset.inter_feat
+        return rows[torch.arange(min(limit, len(rows)))].to(device)
+    users = torch.arange(1, min(limit, model.n_users - 1) + 1, device=device)
+    return Interaction({model.USER_ID: users})
+
+
 @torch.no_grad()
-def inference_cost(model, users: int = 2000, repeats: int = 3) -> tuple[int, float]:
-    """(parameter count, full-sort scoring milliseconds per 1,000 users, best of ``repeats``)."""
+def inference_cost(model, queries: Interaction, repeats: int = 3) -> tuple[int, float]:
+    """(parameter count, full-sort scoring milliseconds per 1,000 queries, the least of
+    ``repeats`` passes over the same ``queries``, so that equal models get equal figures)."""
     model.eval()
     params = sum(p.numel() for p in model.parameters())
-    n_users = min(users, model.n_users - 1)
-    device = next(model.parameters(), torch.empty(0)).device
-    user_ids = torch.arange(1, n_users + 1, device=device)
     best = float("inf")
     for _ in range(repeats):
         if hasattr(model, "restore_user_e"):  # time the propagation too, not a cached result
             model.restore_user_e = model.restore_item_e = None
+        synchronize()
         start = time.perf_counter()
-        for batch in user_ids.split(256):
-            all_item_scores(model, batch)
+        for index in torch.arange(len(queries)).split(256):
+            all_item_scores(model, queries[index])
+        synchronize()
         best = min(best, time.perf_counter() - start)
-    return params, 1000 * best * 1000 / n_users
+    return params, 1000 * best * 1000 / len(queries)
+
+
+def synchronize() -> None:
+    """Wait for queued GPU work, so that a timing measures compute, not launches."""
+    if torch.cuda.is_available():
+        torch.cuda.synchronize()
 
 
 def trial_result(out: dict) -> dict:
@@ -142,11 +165,12 @@ def one_seed(dataset: str, pair: dict, settings: dict, seed: int, baselines, met
                   out["saved_model_file"])
         net = out["model"]
         deployed = net.student if is_kd_model(model) else net  # what a distilled run ships
-        run.params, run.ms_per_1000_users = inference_cost(deployed)
+        queries = scoring_queries(deployed, out["test_data"])
+        run.params, run.ms_per_1000_users = inference_cost(deployed, queries)
         extra = []
         if out["teacher_test"] is not None:
             extra = [Run("BD teacher", seed, out["teacher_test"], run.seconds_per_epoch,
-                         run.epochs, params=inference_cost(net.teacher)[0])]
+                         run.epochs, params=inference_cost(net.teacher, queries)[0])]
         results.add(run, *extra)
         progress(f"seed {seed}: {name} done, {out['epochs']} epochs, "
                  f"{out['seconds_per_epoch']:.2f} s/epoch, {dict(out['test'])}")
@@ -208,7 +232,13 @@ def file_identity(path: str) -> str:
     return f"{os.path.basename(path)} sha256:{digest}"
 
 
-def compare(dataset: str, pair_file: str, seeds: int = 1, baselines=DEFAULT_BASELINES,
+def default_baselines(pair: dict) -> tuple[str, ...]:
+    """RecBole's baselines for a pair: sequential ones for a sequential student."""
+    student = recbole_model(str(pair.get("student_model")), " (the pair's student_model)")
+    return DEFAULT_SEQUENTIAL_BASELINES if is_sequential(student) else DEFAULT_BASELINES
+
+
+def compare(dataset: str, pair_file: str, seeds: int = 1, baselines=None,
             methods=DEFAULT_METHODS, config_files=None, results_dir: str = DEFAULT_RESULTS,
             settings: dict | None = None, progress=print, tune: int = 0) -> str:
     """Run the comparison and write its files; returns the Markdown table.
@@ -217,6 +247,8 @@ def compare(dataset: str, pair_file: str, seeds: int = 1, baselines=DEFAULT_BASE
     search space (:mod:`recbole_kd.tools.compare_tuning`) on the first seed, chosen on
     validation; its chosen settings then run on every seed and are listed in the report."""
     pair = read_pair(pair_file)
+    if baselines is None:
+        baselines = default_baselines(pair)
     # The pair file applies to every run, so its training settings are shared by all models.
     config_files = [pair_file, *(config_files or [])]
     settings = {"show_progress": False, "state": "WARNING", **(settings or {})}
