@@ -10,7 +10,7 @@ import yaml
 from recbole.config import Config
 from recbole.utils import ModelType
 
-from recbole_kd import distributed
+from recbole_kd import determinism, distributed
 from recbole_kd.errors import KDConfigError
 from recbole_kd.eval_protocol import check_eval_protocol
 from recbole_kd.key_checks import check_keys, foreign_keys, method_files
@@ -125,7 +125,9 @@ class KDConfig(Config):
 
     def _init_device(self):
         if not distributed.requested(self.final_config_dict):
-            return super()._init_device()
+            super()._init_device()
+            determinism.apply(self.final_config_dict)
+            return
         # RecBole's gpu_id handling (CUDA_VISIBLE_DEVICES), then the package's process group.
         local_rank = self.final_config_dict.pop("local_rank", None)
         super()._init_device()
@@ -133,6 +135,7 @@ class KDConfig(Config):
         if local_rank is not None:
             self.final_config_dict["local_rank"] = local_rank
         distributed.init_process(self.final_config_dict)
+        determinism.apply(self.final_config_dict)
 
     def with_values(self, **values: Any) -> KDConfig:
         """A copy of this config with ``values`` set; this one is left as it is."""

@@ -16,6 +16,7 @@ import tempfile
 import traceback
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
+from datetime import timedelta
 from typing import Any
 
 import torch
@@ -76,13 +77,15 @@ def init_process(config_dict: dict) -> None:
         if "OMP_NUM_THREADS" not in os.environ:  # the machine's cores shared among its ranks
             torch.set_num_threads(max(1, (os.cpu_count() or 1) // config_dict["nproc"]))
     if not dist.is_initialized():
+        # One timeout for both backends: NCCL's default (10 minutes) is shorter than gloo's.
+        timeout = timedelta(minutes=float(config_dict.get("kd_dist_timeout") or 120))
         if from_torchrun:
-            dist.init_process_group(backend=backend, init_method="env://")
+            dist.init_process_group(backend=backend, init_method="env://", timeout=timeout)
         else:
             dist.init_process_group(
                 backend=backend, rank=local_rank + config_dict["offset"],
                 world_size=config_dict["world_size"],
-                init_method=f"tcp://{config_dict['ip']}:{config_dict['port']}",
+                init_method=f"tcp://{config_dict['ip']}:{config_dict['port']}", timeout=timeout,
             )
     config_dict["single_spec"] = False
     # RecBole makes its folders by a check then makedirs, which ranks sharing a folder can race

@@ -81,6 +81,8 @@ KEY_RULES: dict[str, tuple[Callable[[Any], bool], str]] = {
     "kd_keep_freed_memory": (_is_bool, "true or false"),
     "kd_flush_denormal": (_is_bool, "true or false"),
     "kd_dist_backend": (lambda v: v in (None, "gloo", "nccl"), "gloo, nccl or ~ (by device)"),
+    "kd_dist_timeout": (_positive, "a positive number of minutes"),
+    "kd_deterministic": (_optional(_is_bool), "true, false or ~ (= reproducibility)"),
     "kd_resume": (_optional_str, "the '-last.pth' (or BD) checkpoint of a run to continue"),
     "de_weight": (_non_negative, "a number >= 0"),
     "de_num_experts": (_positive_int, "a positive int"),

@@ -162,3 +162,38 @@ def test_a_generator_state_of_another_device_type_is_refused(small_data, model_n
     fresh.load_state_dict(state, strict=False)
     with pytest.raises(CheckpointError, match="saved random state is of a cuda generator"):
         fresh.on_epoch_start(1)
+
+
+def test_cpu_only_settings_are_left_alone_on_another_device(small_data, monkeypatch):
+    from recbole_kd.kernels import heap
+    from recbole_kd.kernels.denormals import FlushDenormals
+    from recbole_kd.trainer.factory import create_trainer
+
+    config = make_config("RRD", small_data)
+    _, _, _, model = build(config)
+    kept = []
+    monkeypatch.setattr(heap, "keep_freed_memory", lambda: kept.append(True))
+    on_cpu = create_trainer(config, model, ())
+    assert isinstance(on_cpu, FlushDenormals) and kept == [True]
+    config["device"] = torch.device("meta")  # as a run on a GPU has its own device
+    elsewhere = create_trainer(config, model, ())
+    assert not isinstance(elsewhere, FlushDenormals) and kept == [True]
+
+
+@pytest.mark.parametrize("device,reproducibility,setting,asked", [
+    ("cuda", True, None, True), ("cuda", False, None, False), ("cuda", False, True, True),
+    ("cuda", True, False, False), ("cpu", True, True, False),
+])
+def test_deterministic_kernels_follow_kd_deterministic_on_cuda(monkeypatch, device,
+                                                               reproducibility, setting, asked):
+    from recbole_kd import determinism
+
+    calls = []
+    monkeypatch.delenv("CUBLAS_WORKSPACE_CONFIG", raising=False)
+    monkeypatch.setattr(determinism.torch, "use_deterministic_algorithms",
+                        lambda mode, warn_only=False: calls.append((mode, warn_only)))
+    determinism.apply({"device": torch.device(device), "reproducibility": reproducibility,
+                       "kd_deterministic": setting})
+    assert calls == ([(True, True)] if asked else [])
+    import os
+    assert (os.environ.get("CUBLAS_WORKSPACE_CONFIG") == ":4096:8") is asked

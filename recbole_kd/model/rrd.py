@@ -10,7 +10,6 @@ the top of the teacher's list, all ranked above items the teacher finds unintere
 
 from __future__ import annotations
 
-import time
 from logging import getLogger
 
 import torch
@@ -19,6 +18,7 @@ from torch import Tensor
 from recbole_kd.model.base import Distiller, KnowledgeDistillationModel
 from recbole_kd.model.loss import relaxed_ranking_loss
 from recbole_kd.model.sampler.relaxed_ranking import RelaxedRankingSampler, teacher_top_n
+from recbole_kd.timing import clock
 
 
 class RRDDistiller(Distiller):
@@ -54,12 +54,12 @@ class RRDDistiller(Distiller):
     def prepare(self) -> None:
         c = self.config
         device = self.teacher_net.device
-        start = time.perf_counter()
+        start = clock()
         top_n = teacher_top_n(
             self.teacher_net.all_item_scores, self.positives, c["rrd_top_n"],
             c["kd_chunk_size"], device, show_progress=c["show_progress"], users=self.users,
         )
-        self.top_n_seconds = time.perf_counter() - start
+        self.top_n_seconds = clock() - start
         getLogger().info(f"RRD teacher top-{c['rrd_top_n']} lists: {self.top_n_seconds:.2f}s")
         state = self.sampler.state_dict() if self.sampler is not None else self._pending_state
         self._pending_state = None

@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import hashlib
 import os
-import time
 import warnings
 
 import torch
@@ -32,6 +31,7 @@ from recbole_kd.properties import read_pair
 from recbole_kd.quick_start import prepare_run, read_resume_point
 from recbole_kd.registry import KD_MODELS, get_model, is_kd_model
 from recbole_kd.run_log import init_run_logger
+from recbole_kd.timing import clock
 from recbole_kd.tools.compare_tuning import Tuner
 from recbole_kd.tools.report import chosen_table, plot, plot_tradeoff, relative_summary, summarize
 from recbole_kd.tools.result_store import Results, Run
@@ -110,19 +110,11 @@ def inference_cost(model, queries: Interaction, repeats: int = 3) -> tuple[int, 
     for _ in range(repeats):
         if hasattr(model, "restore_user_e"):  # time the propagation too, not a cached result
             model.restore_user_e = model.restore_item_e = None
-        synchronize()
-        start = time.perf_counter()
+        start = clock()
         for index in torch.arange(len(queries)).split(256):
             all_item_scores(model, queries[index])
-        synchronize()
-        best = min(best, time.perf_counter() - start)
+        best = min(best, clock() - start)
     return params, 1000 * best * 1000 / len(queries)
-
-
-def synchronize() -> None:
-    """Wait for queued GPU work, so that a timing measures compute, not launches."""
-    if torch.cuda.is_available():
-        torch.cuda.synchronize()
 
 
 def trial_result(out: dict) -> dict:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
+import torch
 from recbole.trainer import Trainer
 from recbole.utils import get_local_time
 from recbole.utils import get_trainer as recbole_get_trainer
@@ -35,8 +36,9 @@ def create_trainer(config, model, loaders: Sequence, model_config=None, timed: b
 
     - evaluation under the run's protocol (``kd_eval_protocol``), its candidates attached;
     - fused Adam and AdamW (``kd_fused_optimizer``);
-    - subnormal floats flushed to zero while fitting (``kd_flush_denormal``);
-    - glibc keeping freed memory (``kd_keep_freed_memory``, process-wide, applied once here);
+    - on a CPU, subnormal floats flushed to zero while fitting (``kd_flush_denormal``) and glibc
+      keeping freed memory (``kd_keep_freed_memory``, process-wide, applied once here): CPU
+      settings, which a run on a GPU leaves alone;
     - with ``timed``, the wall time of every training epoch in ``trainer.epoch_seconds``;
     - in a distributed run, DDP, exact metrics over ranks and files written by rank 0;
     - a checkpoint name no other run shares;
@@ -46,13 +48,14 @@ def create_trainer(config, model, loaders: Sequence, model_config=None, timed: b
     ``config`` is the run's, which decides the protocol and its candidates.
     """
     model_config = model_config or config
-    if config["kd_keep_freed_memory"]:
+    on_cpu = torch.device(model_config["device"]).type == "cpu"
+    if config["kd_keep_freed_memory"] and on_cpu:
         heap.keep_freed_memory()
     trainer_class = get_trainer(model_config["MODEL_TYPE"], type(model))
     trainer_class = with_mixin(ClosesTensorBoard, trainer_class)
     if uses_candidates(config):
         trainer_class = with_mixin(FixedSampledEvaluation, trainer_class)
-    if config["kd_flush_denormal"]:
+    if config["kd_flush_denormal"] and on_cpu:
         trainer_class = with_mixin(FlushDenormals, trainer_class)
     if config["kd_fused_optimizer"]:
         trainer_class = with_mixin(FusedOptimizer, trainer_class)

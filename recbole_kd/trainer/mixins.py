@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
-import time
 from functools import cache
+
+from recbole_kd.timing import clock
 
 
 @cache
@@ -30,9 +31,9 @@ class EpochTimer:
         self.epoch_seconds = list(saved.get("epoch_seconds", []))
 
     def _train_epoch(self, *args, **kwargs):
-        start = time.perf_counter()
+        start = clock()
         losses = super()._train_epoch(*args, **kwargs)
-        self.epoch_seconds.append(time.perf_counter() - start)
+        self.epoch_seconds.append(clock() - start)
         return losses
 
 

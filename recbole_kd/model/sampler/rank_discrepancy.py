@@ -11,8 +11,6 @@ chunks, and kept in flat per-direction pools, so no users x items matrix is ever
 
 from __future__ import annotations
 
-import time
-
 import scipy.sparse as sp
 import torch
 from torch import Tensor
@@ -28,6 +26,7 @@ from recbole_kd.model.sampler.positives import (
     fill_cells,
     user_chunks,
 )
+from recbole_kd.timing import clock
 
 CONVENTIONS = ("paper", "reference_code")
 POSITIVES_MODES = ("exclude", "score_zero")
@@ -204,7 +203,7 @@ class RankDiscrepancySampler:
         """
         if epochs < 1:
             raise KDConfigError(f"epochs must be >= 1, got {epochs}")
-        start = time.perf_counter()
+        start = clock()
         first = self.users.start
         need = self.positives.counts[first:self.users.stop] * (self.items_per_positive * epochs)
         offsets_tensor = torch.cat([need.new_zeros(1), torch.cumsum(need, dim=0)])
@@ -225,7 +224,7 @@ class RankDiscrepancySampler:
         self.n_refreshes += 1
         if self.device.type == "cuda":
             torch.cuda.synchronize(self.device)
-        self.last_refresh_seconds = time.perf_counter() - start
+        self.last_refresh_seconds = clock() - start
 
     def _weights(
         self, users: Tensor, teacher_score_fn: ScoreFn, student_score_fn: ScoreFn
