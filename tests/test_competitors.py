@@ -453,3 +453,42 @@ def test_misspelled_keys_are_refused_with_the_closest_name(small_data, typo, mea
 def test_htd_tau_end_above_start_is_refused(small_data):
     with pytest.raises(KDConfigError, match="htd_tau_end"):
         make_config("HTD", small_data, htd_tau_start=0.1, htd_tau_end=0.5)
+
+
+def test_htd_term_is_the_hand_computed_whole_of_its_parts(small_data):
+    """The distiller's forward against the whole HTD term computed here pair by pair in
+    float64: weight, alpha, the entity level, the group level and the experts, each in play."""
+    import numpy as np
+
+    config, train_data, _, model = build_model("HTD", small_data, htd_weight=0.7, htd_alpha=0.3,
+                                               htd_group_level="pe")
+    model.on_epoch_start(0)
+    d = model.distillers[0]
+    user, pos, neg = (t[:16] for t in first_batch(config, train_data))
+    torch.manual_seed(5)
+    with torch.no_grad():
+        got = d(user, pos, neg).item()
+        users, items = user.unique(), torch.cat([pos, neg]).unique()
+        s_u, s_i = d.student_net.representations(users, items)
+        t_u, t_i = d.teacher_user_rows(users), d.teacher_items[items]
+        torch.manual_seed(5)  # the experts' Gumbel noise, drawn again in the same order
+        experts = (d.user_experts(s_u, t_u, d.tau).sum()
+                   + d.item_experts(s_i, t_i, d.tau).sum()).item()
+        groups = d.groups(t_u, t_i).numpy()
+    s = torch.cat([s_u, s_i]).double().numpy()
+    t = torch.cat([t_u, t_i]).double().numpy()
+
+    def cos(a, b):
+        return float(a @ b / (np.linalg.norm(a) * np.linalg.norm(b)))
+
+    entity = sum((cos(s[a], s[b]) - cos(t[a], t[b])) ** 2
+                 for a in range(len(s)) for b in range(len(s))
+                 if groups[a] == groups[b] and cos(t[a], t[b]) > 0)
+    group = 0.0
+    for g in sorted(set(groups)):
+        members = groups == g
+        proto_s, proto_t = s[members].mean(axis=0), t[members].mean(axis=0)
+        group += sum((cos(proto_s, s[e]) - cos(proto_t, t[e])) ** 2 for e in range(len(s)))
+    assert group > 0.01 * entity > 0 and experts > 0
+    hand = 0.7 * (0.3 * (entity + group) + 0.7 * experts) / len(user)
+    assert got == pytest.approx(hand, rel=1e-4)

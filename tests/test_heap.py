@@ -9,7 +9,7 @@ import sys
 import pytest
 
 from recbole_kd.kernels import heap
-from tests.conftest import build, make_config, trainer_for
+from tests.conftest import REPOSITORY, build, make_config, trainer_for
 
 # In a fresh process, a 20 MB tensor (a 25k x 200 gradient) is allocated and freed; glibc's own
 # statistics (mallinfo2) tell whether it was a fresh mapping and whether the heap kept it.
@@ -40,7 +40,9 @@ def _one_block(setting: str) -> tuple[int, int]:
     """(bytes freshly mapped while the block lived, free bytes the heap held once it was freed)"""
     result = subprocess.run(
         [sys.executable, "-c", ONE_BLOCK, setting],
-        capture_output=True, text=True, check=True, env={**os.environ, "OMP_NUM_THREADS": "1"},
+        capture_output=True, text=True, check=True,
+        # The checkout's recbole_kd, whatever is installed.
+        env={**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": REPOSITORY},
     )
     mapped, free_in_heap = map(int, result.stdout.split())
     return mapped, free_in_heap
