@@ -13,6 +13,7 @@ from recbole.utils import ModelType
 from recbole_kd import determinism, distributed
 from recbole_kd.errors import KDConfigError
 from recbole_kd.eval_protocol import check_eval_protocol
+from recbole_kd.evaluation_checks import check_evaluation
 from recbole_kd.key_checks import check_keys, foreign_keys, method_files
 from recbole_kd.model.role_config import recbole_model
 from recbole_kd.model.sequential_backbone import is_sequential
@@ -102,6 +103,7 @@ class KDConfig(Config):
         for key in foreign_keys(self.model) & (self.file_config_dict.keys() - direct):
             del final[key]
         check_keys(final, self.model, self.external_config_dict)
+        check_evaluation(final)
         if final.get("MODEL_TYPE") == ModelType.SEQUENTIAL:
             self._sequential_negatives(final)
         return final

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import hashlib
 import os
+import warnings
 from logging import getLogger
 
 import numpy as np
@@ -21,7 +22,7 @@ from recbole.data.dataloader import UserDataLoader
 from recbole.utils import ModelType, init_seed
 
 from recbole_kd import distributed, sharding
-from recbole_kd.errors import DataFormatError, KDConfigError
+from recbole_kd.errors import DataFormatError, KDConfigError, KDConfigWarning
 from recbole_kd.model.sequential_backbone import QUERY_FIELD
 
 
@@ -34,6 +35,7 @@ def build_split(config: Config):
     dataset = create_dataset(config)
     getLogger().info(dataset)
     check_leave_one_out(config, dataset)
+    warn_duplicates(config, dataset)
     parts = dataset.build()
     if config["MODEL_TYPE"] == ModelType.SEQUENTIAL:
         train = parts[0].inter_feat
@@ -103,6 +105,23 @@ def split_fingerprint(dataset, parts) -> str:
         digest.update(len(pairs).to_bytes(8, "little"))
         digest.update(pairs.tobytes())
     return digest.hexdigest()[:16]
+
+
+def warn_duplicates(config: Config, dataset) -> None:
+    """Say when a general data set holds a (user, item) pair more than once and RecBole keeps
+    them all (``rm_dup_inter`` unset): the copies can land in training and test both, which
+    inflates the metrics. (A sequential data set's repeats are the users' histories.)"""
+    if config["rm_dup_inter"] is not None or config["MODEL_TYPE"] == ModelType.SEQUENTIAL:
+        return
+    users = np.asarray(dataset.inter_feat[dataset.uid_field], dtype=np.int64)
+    items = np.asarray(dataset.inter_feat[dataset.iid_field], dtype=np.int64)
+    pairs = users * dataset.item_num + items
+    repeated = len(pairs) - len(np.unique(pairs))
+    if repeated:
+        warnings.warn(
+            f"'{config['dataset']}' holds {repeated} repeated (user, item) interactions, which "
+            "RecBole keeps (rm_dup_inter unset): a copy may be trained on and tested on. Set "
+            "rm_dup_inter: first (or last) to keep one.", KDConfigWarning, stacklevel=2)
 
 
 def check_leave_one_out(config: Config, dataset) -> None:

@@ -4,6 +4,7 @@ values RecBole would take but cannot train with, keys of another method, and mis
 from __future__ import annotations
 
 import difflib
+import math
 import warnings
 from typing import Any, Callable
 
@@ -20,7 +21,7 @@ PLUGIN_PREFIXES = (
 
 
 def _positive(x: Any) -> bool:
-    return isinstance(x, (int, float)) and not isinstance(x, bool) and x > 0
+    return isinstance(x, (int, float)) and not isinstance(x, bool) and 0 < x < math.inf
 
 
 def _non_negative(x: Any) -> bool:
@@ -166,7 +167,21 @@ VALUE_RULES: dict[str, tuple[Callable[[Any], bool], str]] = {
     "eval_step": (_non_negative_int, "an int >= 0 (0: no validation)"),
     "embedding_size": (_positive_int, "a positive int"),
     "topk": (_positive_ints, "a positive int or a list of positive ints"),
-    "seed": (lambda x: isinstance(x, int) and not isinstance(x, bool), "an int"),
+    "seed": (lambda x: _non_negative_int(x) and x < 2**32, "an int in [0, 2**32 - 1]"),
+    # Model hyper-parameters RecBole builds from without a check (a LightGCN of -1 layers).
+    "n_layers": (_non_negative_int, "an int >= 0"),
+    "num_layers": (_positive_int, "a positive int"),
+    "n_heads": (_positive_int, "a positive int"),
+    "hidden_size": (_positive_int, "a positive int"),
+    "inner_size": (_positive_int, "a positive int"),
+    "mf_embedding_size": (_positive_int, "a positive int"),
+    "mlp_embedding_size": (_positive_int, "a positive int"),
+    "mlp_hidden_size": (_positive_ints, "a list of positive ints"),
+    "MAX_ITEM_LIST_LENGTH": (_positive_int, "a positive int"),
+    "dropout_prob": (_unit_interval, "a probability in [0, 1]"),
+    "hidden_dropout_prob": (_unit_interval, "a probability in [0, 1]"),
+    "attn_dropout_prob": (_unit_interval, "a probability in [0, 1]"),
+    "corruption_ratio": (lambda x: _unit_interval(x) and x < 1, "a probability in [0, 1)"),
     "init_std": (_positive, "a number > 0 (std of the N(0, std) embeddings) or null"),
     "init_layers": (lambda v: v == "torch", "torch (PyTorch's own initialisation of every layer) or null"),
     "cdae_negatives": (_positive_int, "an int >= 1 (negatives per training item of a user) or null"),
@@ -211,6 +226,8 @@ def check_values(config_dict: dict[str, Any]) -> None:
     places = [("", config_dict)]
     places += [(f"{role}_config.", config_dict.get(f"{role}_config") or {})
                for role in ("teacher", "student")]
+    for prefix, values in places[1:]:
+        check_role_keys(prefix, values)
     for prefix, values in places:
         for key, (check, expected) in VALUE_RULES.items():
             if key in values and values[key] is not None and not check(values[key]):
@@ -218,6 +235,19 @@ def check_values(config_dict: dict[str, Any]) -> None:
                     f"Config key '{prefix}{key}' = {values[key]!r} is invalid: expected "
                     f"{expected}."
                 )
+
+
+def check_role_keys(prefix: str, values: dict[str, Any]) -> None:
+    """Refuse a key of ``teacher_config`` / ``student_config`` that no RecBole model nor
+    recbole_kd defines: the model would be built at its default, without a word."""
+    known = recbole_keys() | plugin_keys()
+    for key in values:
+        if key not in known:
+            close = difflib.get_close_matches(key, sorted(known), n=1)
+            hint = f" Did you mean '{close[0]}'?" if close else ""
+            raise KDConfigError(
+                f"Config key '{prefix}{key}' is not a setting of RecBole or recbole_kd: the "
+                f"model would be built without it.{hint}")
 
 
 def known_keys() -> frozenset[str]:

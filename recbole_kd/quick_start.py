@@ -16,7 +16,7 @@ from recbole.utils import init_logger, init_seed, set_color
 from recbole_kd import checkpoint, distributed
 from recbole_kd.config import KDConfig
 from recbole_kd.data import build_split, make_loaders
-from recbole_kd.errors import CheckpointError
+from recbole_kd.errors import CheckpointError, KDConfigError
 from recbole_kd.model.init import initialise
 from recbole_kd.pretrained import SPLIT_KEYS, Pretrained, first_difference, resolve_pretrained
 from recbole_kd.registry import get_model, is_kd_model
@@ -226,7 +226,12 @@ def spawn_run(model, dataset, config_file_list, config_dict, saved, nproc, world
     that a mistake is reported once (each machine's first rank then makes the run's folders,
     see :func:`recbole_kd.distributed.init_process`)."""
     config = KDConfig(model, dataset, config_file_list, dict(config_dict or {}))
-    distributed.backend_of(config.final_config_dict)
+    on_cuda, _ = distributed.backend_of(config.final_config_dict)
+    cores = os.cpu_count() or 1
+    if not on_cuda and nproc > cores:
+        raise KDConfigError(
+            f"--nproc {nproc}: this machine has {cores} CPU core(s), and each process of a run "
+            f"on CPU needs one (and a copy of the data): use --nproc {cores} or fewer.")
     return distributed.spawn(
         partial(run_recbole_kd, saved=saved), nproc, world_size, ip, port, group_offset,
         dict(config_dict or {}), args=(config["model"], config["dataset"], config_file_list))

@@ -69,6 +69,7 @@ def convert_users_dat(
     Item tokens are the ids written in ``users_dat``. Interactions are written in file order,
     repeated items included (none in CiteULike-t).
     """
+    check_name(out_dir, name)
     kept = [items for items in read_users_dat(users_dat) if len(items) >= min_items]
     if not kept:
         raise DataFormatError(
@@ -104,6 +105,7 @@ def convert_fixed_split(split_dir: str, out_dir: str, name: str = "citeulike-t-l
     Ids are kept as tokens: RecBole remaps them jointly over the three files, so an item seen only
     in valid or test still gets an id (and no training interaction).
     """
+    check_name(out_dir, name)
     parts = {part: read_split_file(os.path.join(split_dir, f"{part}.tsv")) for part in SPLIT_PARTS}
     for part, rows in parts.items():
         if not rows:
@@ -125,6 +127,15 @@ def _write_inter(path: str, rows: Iterable) -> None:
 def _check_exists(path: str) -> None:
     if not os.path.isfile(path):
         raise DataFormatError(f"'{path}' does not exist: check the path.")
+
+
+def check_name(out_dir: str, name: str) -> None:
+    """Refuse a data set name that is not a plain folder name: the files must stay inside
+    ``out_dir``."""
+    if not name or name in (".", "..") or os.path.basename(name) != name or "/" in name:
+        raise DataFormatError(
+            f"--name '{name}' must be a plain data set name (no folders, no '..'): the files "
+            f"go to <out_dir>/<name>/, inside '{out_dir}'.")
 
 
 def _dataset_folder(out_dir: str, name: str) -> str:
