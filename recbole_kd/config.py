@@ -87,8 +87,14 @@ class KDConfig(Config):
             with open(path, encoding="utf-8") as f:
                 try:
                     loaded = yaml.load(f.read(), Loader=self.yaml_loader)
+                except UnicodeDecodeError as error:
+                    raise KDConfigError(
+                        f"Config file '{path}' is not UTF-8 text ({error.reason} at byte "
+                        f"{error.start}): save it as UTF-8.") from None
                 except yaml.YAMLError as error:
-                    raise KDConfigError(f"Config file '{path}' is not valid YAML: {error}") from None
+                    message = " ".join(str(error).replace("<unicode string>", path).split())
+                    raise KDConfigError(f"Config file '{path}' is not valid YAML: {message}") \
+                        from None
             if loaded is not None and not isinstance(loaded, dict):
                 raise KDConfigError(f"Config file '{path}' must hold 'key: value' lines.")
             values.update(loaded or {})

@@ -32,7 +32,7 @@ def build_split(config: Config):
     distillation run keeps state for."""
     check_data_files(config)
     init_seed(config["seed"], config["reproducibility"])
-    dataset = create_dataset(config)
+    dataset = read_dataset(config)
     getLogger().info(dataset)
     check_leave_one_out(config, dataset)
     warn_duplicates(config, dataset)
@@ -41,6 +41,36 @@ def build_split(config: Config):
         train = parts[0].inter_feat
         train[QUERY_FIELD] = torch.arange(1, len(train) + 1)  # 0 is padding, as user 0 is
     return dataset, parts
+
+
+def read_dataset(config: Config):
+    """RecBole's ``create_dataset``, its failures on files it cannot read said in one line that
+    names the data set, and a data set its filters leave empty refused."""
+    name = config["dataset"]
+    emptied = DataFormatError(
+        f"Data set '{name}' holds no interaction once RecBole's filters ran "
+        "(user_inter_num_interval, item_inter_num_interval, val_interval, threshold): "
+        "loosen them.")
+    try:
+        dataset = create_dataset(config)
+    except ValueError as error:
+        if "filtering" in str(error):  # RecBole's "Some feat is empty"
+            raise emptied from None
+        raise unreadable(config, error) from error
+    except (KeyError, IndexError, TypeError) as error:
+        raise unreadable(config, error) from error
+    if len(dataset.inter_feat) == 0:
+        raise emptied
+    return dataset
+
+
+def unreadable(config: Config, error: Exception) -> DataFormatError:
+    """The one-line error of a data set RecBole could not read."""
+    return DataFormatError(
+        f"RecBole could not read data set '{config['dataset']}' in '{config['data_path']}' "
+        f"({type(error).__name__}: {str(error)[:200]}): its .inter file needs a header of "
+        "typed columns such as 'user_id:token<TAB>item_id:token<TAB>timestamp:float', and "
+        "load_col must name columns it has.")
 
 
 def check_data_files(config: Config) -> None:
@@ -59,8 +89,13 @@ def check_data_files(config: Config) -> None:
         path = os.path.join(config["data_path"], f"{name}.{part}.inter" if part else f"{name}.inter")
         if not os.path.isfile(path):
             continue  # RecBole reports a missing data set itself (or downloads a known one)
-        with open(path, encoding="utf-8") as f:
-            header, first_row = f.readline(), f.readline()
+        try:
+            with open(path, encoding="utf-8") as f:
+                header, first_row = f.readline(), f.readline()
+        except UnicodeDecodeError as error:
+            raise DataFormatError(
+                f"'{path}' is not UTF-8 text ({error.reason} at byte {error.start}): save it "
+                "as UTF-8.") from None
         if not header.strip() or not first_row.strip():
             raise DataFormatError(
                 f"'{path}' holds no interactions: it needs a header line such as "

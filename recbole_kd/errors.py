@@ -3,6 +3,7 @@ print it as one line and Python callers can catch them by kind."""
 
 from __future__ import annotations
 
+import errno
 import os
 import sys
 import warnings
@@ -58,10 +59,39 @@ def user_errors(prog: str, debug: bool = False) -> Iterator[None]:
     warnings.showwarning = one_line
     try:
         yield
-    except KDError as error:
+    except (KDError, OSError, UnicodeDecodeError) as error:
         if debug:
             raise
-        print(f"{prog}: error: {error}", file=sys.stderr)
+        print(f"{prog}: error: {one_line_message(error)}", file=sys.stderr)
         raise SystemExit(2) from None
+    except KeyboardInterrupt:
+        if debug:
+            raise
+        print(f"{prog}: interrupted. {interrupted_hint}", file=sys.stderr)
+        raise SystemExit(130) from None
     finally:
         warnings.showwarning = show
+
+
+def one_line_message(error: Exception) -> str:
+    """A user error as one line: the package's own message, or what the file system or a
+    decoder said, with the file and the fix."""
+    if isinstance(error, KDError):
+        return str(error)
+    if isinstance(error, UnicodeDecodeError):
+        return (f"a file is not UTF-8 text ({error.reason} at byte {error.start}): save config, "
+                "hyper-parameter and data files as UTF-8.")
+    where = f"'{error.filename}': " if getattr(error, "filename", None) else ""
+    fixes = {errno.EACCES: "check its permissions, or run from a folder you can write to",
+             errno.EROFS: "the file system is read-only: run from a folder you can write to",
+             errno.ENOSPC: "the disk is full: free space (runs resume from their last point)",
+             errno.EEXIST: "a file of that name is in the way: pass another path",
+             errno.ENOTDIR: "a path holds a file where a folder is needed: pass another path",
+             errno.ENOENT: "check the path"}
+    fix = fixes.get(error.errno, "check the path and the disk")
+    return f"{where}{error.strerror or error}: {fix}."
+
+
+# What continues an interrupted run, for the line Ctrl-C prints: set by the trainers each time a
+# resume point is on disk (recbole_kd.trainer.resumable).
+interrupted_hint = "Nothing had been saved to resume from."

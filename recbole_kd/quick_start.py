@@ -95,8 +95,23 @@ def prepare_run(config: KDConfig) -> RunState:
     model = model.to(config["device"])
     if is_kd_model(config["model"]):
         for role in model_class.pretrained_roles:
-            model.load_pretrained(role, pretrained[role].state_dict)
+            load_pretrained_weights(model, pretrained[role])
     return RunState(config, train_data, valid_data, test_data, model, pretrained)
+
+
+def load_pretrained_weights(model, spec: Pretrained) -> None:
+    """Load a model trained before distillation, refusing weights of other sizes than this
+    run's model (a checkpoint of another data set under the same name, other settings)."""
+    try:
+        model.load_pretrained(spec.role, spec.state_dict)
+    except RuntimeError as error:
+        mismatch = next((line.strip() for line in str(error).splitlines() if "size" in line),
+                        str(error).splitlines()[0])
+        raise CheckpointError(
+            f"{spec.role}_checkpoint '{spec.path}' holds weights of other sizes than this run's "
+            f"{spec.model} ({mismatch}): it was trained on other user or item counts (another "
+            f"data set under this name) or with other hyper-parameters. Unset "
+            f"{spec.role}_checkpoint to train the {spec.role} on this split.") from None
 
 
 def read_resume_point(config: KDConfig) -> dict:

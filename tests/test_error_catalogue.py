@@ -143,6 +143,22 @@ CASES: dict[str, Case] = {
                                         "'kd_dist_backend' = 'mpi' is invalid"),
     "nccl-without-cuda": Case(kd("--nproc=2", "--kd_dist_backend=nccl", "--use_gpu=False"),
                               "nccl needs CUDA devices"),
+    "config-file-not-unicode": Case(kd("--config_files=latin1.yaml"), "'latin1.yaml' is not UTF-8"),
+    "data-file-not-unicode": Case(lambda p: [*small_args(p["odd"]), "-d", "ml-latin1"],
+                               "ml-latin1.inter' is not UTF-8"),
+    "data-header-without-types": Case(lambda p: [*small_args(p["odd"]), "-d", "ml-untyped"],
+                                      "RecBole could not read data set 'ml-untyped'"),
+    "nothing-left-after-filtering": Case(kd("--user_inter_num_interval=[100000,inf)"),
+                                         "holds no interaction once RecBole's filters ran"),
+    "teacher-of-other-counts": Case(
+        lambda p: [*small_args(p["resized"]), f"--teacher_checkpoint={p['stock']}"],
+        "holds weights of other sizes than this run's BPR"),
+    "malformed-hyper-file": Case(kd("--hyper=bad.hyper"), "bad.hyper', line 1 .* loguniform "
+                                                          "takes 2 numbers"),
+    "compare-results-is-a-file": Case(kd("--compare", "--results=notes.txt"),
+                                      "'notes.txt': File exists: a file of that name"),
+    "compare-damaged-results": Case(kd("--compare", "--results=damaged"),
+                                    "comparison.json is damaged"),
     "convert-missing-input": Case(lambda p: ["users-dat", "nowhere.dat", "out"],
                                   "'nowhere.dat' does not exist", convert.main),
     "convert-name-outside-folder": Case(lambda p: ["users-dat", p["users_dat"], "out",
@@ -190,6 +206,19 @@ def paths(small_data, stock_teacher, workdir, saved_run) -> dict:
             lines = src.readlines()[:15000]
         with open(os.path.join(other, "ml-other.inter"), "w") as dst:
             dst.writelines(lines)
+    (workdir / "latin1.yaml").write_bytes(b"epochs: 1\nnote: caf\xe9\n")
+    (workdir / "bad.hyper").write_text("learning_rate loguniform -8,-4,3\n")
+    for name, header, body in (("ml-latin1", b"user_id:token\titem_id:token\n", b"1\t\xe9\n"),
+                               ("ml-untyped", b"user_id\titem_id\n", b"1\t2\n2\t3\n")):
+        (workdir / "odd" / name).mkdir(parents=True)
+        (workdir / "odd" / name / f"{name}.inter").write_bytes(header + body)
+    resized = workdir / "resized" / "ml-small"  # another ml-small: other user and item counts
+    resized.mkdir(parents=True)
+    with open(os.path.join(small_data, "ml-small", "ml-small.inter")) as src:
+        (resized / "ml-small.inter").write_text("".join(src.readlines()[:12000]))
+    (workdir / "damaged" ).mkdir()
+    (workdir / "damaged" / "runs.csv").write_text("not,a\nruns,file\n")
+    (workdir / "damaged" / "comparison.json").write_text("{not json")
     (run,) = (p for p in glob.glob("saved/DERRD-*.pth")
               if not p.endswith(("-last.pth", "-student.pth")))
     last = glob.glob("saved/DERRD-*-last.pth")[0]
@@ -199,7 +228,8 @@ def paths(small_data, stock_teacher, workdir, saved_run) -> dict:
     return {"data": small_data, "stock": stock_teacher, "text": "notes.txt",
             "foreign": "foreign.pth", "bad_yaml": "bad.yaml", "users_dat": "users.dat",
             "nan": "nan.pth", "empty": str(empty), "run": run, "last": last,
-            "cuda_last": "cuda-last.pth"}
+            "cuda_last": "cuda-last.pth", "odd": str(workdir / "odd"),
+            "resized": str(workdir / "resized")}
 
 
 @pytest.fixture

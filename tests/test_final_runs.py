@@ -176,3 +176,27 @@ def test_a_run_killed_during_its_export_resumes_to_the_same_exports(small_data, 
             assert_same(saved_state(resumed[f"{role}_file"]), saved_state(straight[f"{role}_file"]))
     assert_same(saved_state(resumed["saved_model_file"]),
                 saved_state(straight["saved_model_file"]))
+
+
+def test_ctrl_c_prints_one_line_naming_the_resume_point_and_the_command(small_data, monkeypatch,
+                                                                        capsys):
+    import run_recbole_kd
+    from tests.test_error_catalogue import small_args
+
+    train_epoch = ResumableTrainer._train_epoch
+
+    def interrupted_at_epoch_1(self, data, epoch, *args, **kwargs):
+        if epoch == 1 and type(self.model).__name__ == "DERRD":
+            raise KeyboardInterrupt
+        return train_epoch(self, data, epoch, *args, **kwargs)
+
+    monkeypatch.setattr(ResumableTrainer, "_train_epoch", interrupted_at_epoch_1)
+    with pytest.raises(SystemExit) as stopped:
+        run_recbole_kd.main([*small_args(small_data), "--epochs=3"])
+    assert stopped.value.code == 130
+    error = capsys.readouterr().err
+    assert "Traceback" not in error
+    (line,) = [line for line in error.splitlines() if "interrupted" in line]
+    point = last_point("DERRD")
+    assert f"--kd_resume={point} continues it" in line
+    assert torch.load(point, weights_only=False)["epoch"] == 0

@@ -49,8 +49,7 @@ class Results:
         setup = json.loads(json.dumps(setup, default=str))
         self.stored: list[Run] = []  # every run in runs.csv, this command's included
         if os.path.exists(self.runs_file) and os.path.exists(setup_file):
-            with open(setup_file, encoding="utf-8") as f:
-                stored = json.load(f)
+            stored = read_setup(setup_file)
             if stored != setup:
                 changed = sorted(k for k in {*stored, *setup} if stored.get(k) != setup.get(k))
                 raise KDConfigError(
@@ -58,7 +57,12 @@ class Results:
                     f"{', '.join(changed)} differ). Pass another --results folder, or delete "
                     f"{results_dir}/ to start afresh."
                 )
-            self.stored = read_runs(self.runs_file)
+            try:
+                self.stored = read_runs(self.runs_file)
+            except (KeyError, ValueError, csv.Error) as error:
+                raise KDConfigError(
+                    f"{self.runs_file} is damaged ({type(error).__name__}: {error}): delete it "
+                    "(its runs train again) or pass another --results folder.") from None
         with open(setup_file, "w", encoding="utf-8") as f:
             json.dump(setup, f, indent=1)
         self.runs: list[Run] = []
@@ -94,6 +98,20 @@ class Results:
         """Write every stored run to ``runs.csv``."""
         metrics = list(dict.fromkeys(m for run in self.stored for m in run.test))
         write_csv(self.stored, metrics, self.runs_file)
+
+
+def read_setup(path: str) -> dict:
+    """What a results folder's ``comparison.json`` says was compared."""
+    try:
+        with open(path, encoding="utf-8") as f:
+            stored = json.load(f)
+    except ValueError as error:
+        stored = error
+    if not isinstance(stored, dict):
+        raise KDConfigError(
+            f"{path} is damaged ({stored}): delete it and runs.csv beside it to start afresh, "
+            "or pass another --results folder.")
+    return stored
 
 
 def write_csv(runs: list[Run], metrics: list[str], path: str) -> None:

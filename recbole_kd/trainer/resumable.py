@@ -18,7 +18,7 @@ import torch
 from recbole.trainer import Trainer
 from recbole.utils import dict2str, early_stopping, set_color
 
-from recbole_kd import checkpoint, distributed
+from recbole_kd import checkpoint, distributed, errors
 from recbole_kd.errors import CheckpointError
 
 
@@ -52,6 +52,14 @@ def rank_state(saved: dict, path: str) -> tuple[dict, dict]:
             f"'{shard}', which is missing: keep the resume point's .rank<r>.epoch<e>.pth files "
             "beside it.")
     return rng, torch.load(shard, map_location="cpu", weights_only=False)["extra_state"]
+
+
+def resume_hint(path: str) -> str:
+    """What continues a run whose latest resume point is ``path``."""
+    if path.endswith(".partial"):  # a model trained alone for the cache: it goes on by itself
+        return f"The same command continues it from {path}."
+    return (f"Its resume point is {path}: the same command with --kd_resume={path} continues "
+            "it (a comparison continues with the same command alone).")
 
 
 def check_same_device_type(saved: dict, device: torch.device, path: str) -> None:
@@ -161,6 +169,7 @@ class ResumableTrainer(Trainer):
             teacher_fingerprint=getattr(self.model, "teacher_fingerprint", None),
         )
         checkpoint.atomic_save(state, self.resume_file)
+        errors.interrupted_hint = resume_hint(self.resume_file)
 
     def validates(self, epoch_idx: int, valid_data) -> bool:
         """Whether epoch ``epoch_idx`` ends with a validation (RecBole's ``eval_step``)."""
