@@ -6,6 +6,7 @@ from dataclasses import dataclass
 from time import time
 
 import numpy as np
+import torch
 from recbole.utils import calculate_valid_score, dict2str, early_stopping, set_color
 from torch.nn.utils import clip_grad_norm_
 from tqdm import tqdm
@@ -64,7 +65,8 @@ class BDTrainer(KDTrainer):
         shards = getattr(train_data, "sampler", None)
         if hasattr(shards, "set_epoch"):  # a distributed run's: reshuffled every epoch
             shards.set_epoch(epoch_idx)
-        totals = [0.0] * 4
+        # Summed on the device and read once per epoch: a step adds no host-device sync.
+        totals = torch.zeros(4, dtype=torch.float64, device=self.device)
         batches = (
             tqdm(train_data, total=len(train_data), ncols=100,
                  desc=set_color(f"Train {epoch_idx:>5}", "pink"))
@@ -77,14 +79,15 @@ class BDTrainer(KDTrainer):
                 optimizer.zero_grad()
                 sync = self.gradient_sync(getattr(self.model, role))
                 base, bd = self.model.losses(role, batch)
-                check_finite((base, bd), self.model.loss_names[2 * index: 2 * index + 2])
                 (base + bd + sync).backward()
                 if self.clip_grad_norm:
                     clip_grad_norm_(getattr(self.model, role).parameters(), **self.clip_grad_norm)
                 optimizer.step()
-                totals[2 * index] += base.item()
-                totals[2 * index + 1] += bd.item()
-        return tuple(totals)
+                totals[2 * index: 2 * index + 2] += torch.stack([base.sum(), bd.sum()]).detach().double()
+        # A non-finite term makes its epoch's sum non-finite: named here, before any checkpoint
+        # of the epoch is written.
+        check_finite(tuple(totals), self.model.loss_names)
+        return tuple(totals.tolist())
 
     def _validate(self, valid_data, epoch_idx: int, verbose: bool,
                   show_progress: bool) -> tuple[bool, bool, float]:

@@ -50,10 +50,20 @@ class KDTrainer(ResumableTrainer):
             train_data, epoch_idx, loss_func or self._checked_loss, show_progress
         )
 
+    _last_losses: tuple | None = None  # the step's terms, named when their sum is not finite
+
     def _checked_loss(self, interaction):
-        losses = self.model.calculate_loss(interaction)
-        check_finite(losses, self.model.loss_names)
-        return losses
+        self._last_losses = self.model.calculate_loss(interaction)
+        return self._last_losses
+
+    def _check_nan(self, loss):
+        """RecBole's check of each step's summed loss, widened to infinities and naming the
+        term: the only host-device synchronisation it adds to a step is RecBole's own."""
+        if not torch.isfinite(loss):
+            check_finite(self._last_losses, self.model.loss_names)
+            raise TrainingError(
+                f"The training loss is {loss.item()}. Lower learning_rate, and check the "
+                "teacher checkpoint.")
 
     def evaluate_role(self, eval_data, role: str, show_progress: bool = False):
         """RecBole's evaluation of the model's current ``role`` model ("teacher" or "student")."""
