@@ -59,12 +59,12 @@ def test_a_comparison_from_the_command_line_passes_settings_to_every_run(small_d
 
 
 def test_seed_on_the_command_line_is_the_run_s_seed_not_compare_s_seeds(small_data, monkeypatch):
-    import run_recbole_kd
+    from recbole_kd import cli
 
     seen = {}
-    monkeypatch.setattr(run_recbole_kd, "run_recbole_kd",
+    monkeypatch.setattr(cli, "run_recbole_kd",
                         lambda **kwargs: seen.update(kwargs["config_dict"]))
-    run_recbole_kd.main(["-m", "BPR", "--seed=7", "--epochs=3"])
+    cli.main(["-m", "BPR", "--seed=7", "--epochs=3"])
     assert seen == {"seed": "7", "epochs": "3"}
 
 

@@ -206,3 +206,22 @@ def test_a_sequential_pair_is_compared_with_sequential_baselines():
 
     assert default_baselines(read_pair("sasrec-gru4rec")) == DEFAULT_SEQUENTIAL_BASELINES
     assert default_baselines(read_pair("bpr200-bpr20")) == DEFAULT_BASELINES
+
+
+def test_one_seed_is_reported_without_a_spread_and_charts_show_gains(workdir):
+    from recbole_kd.tools.report import gains, plot, plot_tradeoff, seeds_label, summarize
+
+    runs = [Run("teacher alone", 1, {"hit@5": 0.6}, 1.0, 1, params=100),
+            Run("student alone", 1, {"hit@5": 0.4}, 1.0, 1, params=10),
+            Run("RRD", 1, {"hit@5": 0.5}, 2.0, 1, params=10),
+            Run("DE", 1, {"hit@5": 0.5}, 3.0, 1, params=10)]
+    assert "±" not in summarize(runs, ["hit@5"]) + relative_summary(runs, ["hit@5"])
+    assert "| RRD | 1.250 |" in relative_summary(runs, ["hit@5"])
+    assert gains(runs, "hit@5") == {"teacher alone": [pytest.approx(0.5)], "student alone": [0.0],
+                                    "RRD": [pytest.approx(0.25)], "DE": [pytest.approx(0.25)]}
+    assert seeds_label(runs) == "seed 1"
+    assert seeds_label(runs + [Run("RRD", 3, {"hit@5": 0.5}, 2.0, 1)]) == "seeds 1-3"
+    plot(runs, "hit@5", str(workdir / "gains.png"))
+    plot_tradeoff(runs, "hit@5", str(workdir / "tradeoff.png"), "data, seed 1")
+    assert (workdir / "gains.png").stat().st_size > 1000
+    assert (workdir / "tradeoff.png").stat().st_size > 1000

@@ -33,7 +33,14 @@ from recbole_kd.registry import KD_MODELS, get_model, is_kd_model
 from recbole_kd.run_log import init_run_logger
 from recbole_kd.timing import clock
 from recbole_kd.tools.compare_tuning import Tuner
-from recbole_kd.tools.report import chosen_table, plot, plot_tradeoff, relative_summary, summarize
+from recbole_kd.tools.report import (
+    chosen_table,
+    plot,
+    plot_tradeoff,
+    relative_summary,
+    seeds_label,
+    summarize,
+)
 from recbole_kd.tools.result_store import Results, Run
 from recbole_kd.trainer.factory import create_trainer
 
@@ -264,12 +271,16 @@ def compare(dataset: str, pair_file: str, seeds: int = 1, baselines=None,
     if tuner is not None:
         table += f"\n\nSettings chosen on validation (seed {first_seed}, {tune} trials each):"
         table += "\n\n" + chosen_table(tuner.choices())
+    table += ("\n\nScoring: full-sort scoring of the same queries (users, or a sequential split's "
+              "first test rows) by the deployed model, the least of 3 passes, in milliseconds per "
+              "1,000 queries; on a shared machine it varies with the load.")
+    spread = "mean ± std over seeds" if seeds > 1 else "one seed"
     with open(os.path.join(results_dir, "comparison.md"), "w", encoding="utf-8") as f:
-        f.write(f"{dataset}, pair {os.path.basename(pair_file)}, {seeds} seed(s) from "
-                f"{first_seed}, test metrics at the best validation (mean ± std)\n\n{table}\n")
+        f.write(f"{dataset}, pair {os.path.basename(pair_file)}, {seeds_label(runs)}, test "
+                f"metrics at the best validation ({spread})\n\n{table}\n")
     results.save()
     plot(runs, metrics[0], os.path.join(results_dir, "comparison.png"))
-    label = f"{dataset}, seeds {first_seed}-{first_seed + seeds - 1}"
+    label = f"{dataset}, {seeds_label(runs)}"
     plot_tradeoff(runs, metrics[0], os.path.join(results_dir, "tradeoff.png"), label)
     progress(f"results written to {results_dir}/")
     return table
