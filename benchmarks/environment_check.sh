@@ -14,9 +14,10 @@ venv="${CHECK_ENV:-/tmp/recbole-kd-check}"
 rm -rf "$venv"
 python3 -m venv "$venv"
 . "$venv/bin/activate"
-# The cap some machines put on torch releases does not apply to this check.
-PIP_CONSTRAINT= pip install --quiet "torch==$torch_version" "recbole==$recbole_version"
-PIP_CONSTRAINT= pip install --quiet ".[test]"
+# No pip configuration file: a machine's own cap on torch releases does not apply to this check.
+export PIP_CONFIG_FILE=/dev/null
+pip install --quiet "torch==$torch_version" "recbole==$recbole_version"
+pip install --quiet ".[test]"
 python -c "import torch, recbole, numpy, scipy, pandas; print('torch', torch.__version__, '| recbole', recbole.__version__, '| numpy', numpy.__version__, '| scipy', scipy.__version__, '| pandas', pandas.__version__)"
 python -m pytest -q -p no:cacheprovider -x tests/test_losses.py tests/test_final_runs.py \
   tests/test_sequential.py tests/test_export.py tests/test_device_portability.py \

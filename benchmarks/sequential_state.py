@@ -14,21 +14,17 @@ from __future__ import annotations
 
 import argparse
 import os
-import sys
 import tempfile
 
 import numpy as np
 import scipy.sparse as sp
 import torch
+from recbole.utils import init_logger
 
-sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
-
-from recbole.utils import init_logger  # noqa: E402
-
-from recbole_kd.config import KDConfig  # noqa: E402
-from recbole_kd.key_checks import settings_for  # noqa: E402
-from recbole_kd.quick_start import prepare_run  # noqa: E402
-from recbole_kd.tools.synthetic import synthetic_interactions  # noqa: E402
+from recbole_kd.config import KDConfig
+from recbole_kd.key_checks import settings_for
+from recbole_kd.quick_start import prepare_run
+from recbole_kd.tools.synthetic import synthetic_interactions
 
 METHODS = ["RRD", "DE", "BD", "RD", "CD", "DCD", "HTD"]
 SKIPPED = {"student_net", "teacher_net", "rows", "student", "teacher", "dataset"}
