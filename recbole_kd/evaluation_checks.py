@@ -17,21 +17,45 @@ def check_evaluation(config_dict: dict[str, Any]) -> None:
     """Every check of this module on a run's final config."""
     check_metrics(config_dict)
     check_split_ratios(config_dict)
+    check_load_col(config_dict)
+
+
+def check_load_col(config_dict: dict[str, Any]) -> None:
+    """``load_col``: null, or a dict of lists of column names whose ``inter`` list holds the user
+    and item fields (RecBole fails deep inside on anything else)."""
+    load_col = config_dict.get("load_col")
+    if load_col is None:
+        return
+    fields = [config_dict.get("USER_ID_FIELD"), config_dict.get("ITEM_ID_FIELD")]
+    example = f"{{inter: [{', '.join(map(str, fields))}]}}"
+    if not isinstance(load_col, dict) or not all(
+            isinstance(columns, list) and all(isinstance(c, str) for c in columns)
+            for columns in load_col.values()):
+        raise KDConfigError(f"load_col {load_col!r}: expected a dict of column-name lists, e.g. "
+                            f"{example}, or null for every column.")
+    missing = [field for field in fields if field not in load_col.get("inter", [])]
+    if missing:
+        raise KDConfigError(f"load_col {load_col!r} leaves out {', '.join(missing)}: the "
+                            f"interactions need them, e.g. {example}.")
 
 
 def check_metrics(config_dict: dict[str, Any]) -> None:
     """Metric names RecBole knows; ``valid_metric`` among ``metrics``, at a cut-off of
     ``topk``: RecBole finds a wrong one only after the models trained."""
-    metrics = config_dict.get("metrics") or []
-    metrics = [metrics] if isinstance(metrics, str) else list(metrics)
+    metrics = config_dict.get("metrics")
+    metrics = [metrics] if isinstance(metrics, str) else metrics
+    if not isinstance(metrics, list) or not metrics:
+        raise KDConfigError(f"metrics {config_dict.get('metrics')!r}: expected a list of RecBole "
+                            "metric names, e.g. ['Recall', 'NDCG'].")
     for metric in metrics:
         if not isinstance(metric, str) or metric.lower() not in metric_types:
             close = difflib.get_close_matches(str(metric).lower(), sorted(metric_types), n=1)
             hint = f" Did you mean '{close[0]}'?" if close else ""
             raise KDConfigError(f"metrics: RecBole has no metric named '{metric}'.{hint}")
     valid = config_dict.get("valid_metric")
-    if not isinstance(valid, str) or not metrics:
-        return
+    if not isinstance(valid, str) or not valid:
+        raise KDConfigError(f"valid_metric {valid!r}: expected a metric of metrics at a cut-off "
+                            "of topk, e.g. MRR@10.")
     name, _, cutoff = valid.partition("@")
     if name.lower() not in {m.lower() for m in metrics}:
         raise KDConfigError(
@@ -50,7 +74,12 @@ def check_metrics(config_dict: dict[str, Any]) -> None:
 def check_split_ratios(config_dict: dict[str, Any]) -> None:
     """``eval_args.split.RS`` ratios: none negative, not all zero; RecBole divides them by
     their sum, which is said when it is not 1."""
-    split = (config_dict.get("eval_args") or {}).get("split") or {}
+    eval_args = config_dict.get("eval_args")
+    if not isinstance(eval_args, dict):
+        raise KDConfigError(
+            f"eval_args {eval_args!r}: expected a dict, e.g. {{split: {{RS: [0.8, 0.1, 0.1]}}, "
+            "order: RO, group_by: user, mode: full}.")
+    split = (eval_args or {}).get("split") or {}
     ratios = split.get("RS") if isinstance(split, dict) else None
     if ratios is None:
         return

@@ -188,6 +188,10 @@ VALUE_RULES: dict[str, tuple[Callable[[Any], bool], str]] = {
 }
 
 
+# VALUE_RULES' keys whose null means "the model's own default".
+NULLABLE = frozenset({"init_std", "init_layers", "cdae_negatives"})
+
+
 def method_files(model: str) -> list[str]:
     """The methods whose property files hold ``model``'s defaults, lowest precedence first."""
     if not is_kd_model(model):
@@ -230,7 +234,8 @@ def check_values(config_dict: dict[str, Any]) -> None:
         check_role_keys(prefix, values)
     for prefix, values in places:
         for key, (check, expected) in VALUE_RULES.items():
-            if key in values and values[key] is not None and not check(values[key]):
+            value = values.get(key)
+            if key in values and (value is not None or key not in NULLABLE) and not check(value):
                 raise KDConfigError(
                     f"Config key '{prefix}{key}' = {values[key]!r} is invalid: expected "
                     f"{expected}."
