@@ -242,3 +242,22 @@ def test_looking_up_a_sequential_model_leaves_anomaly_detection_as_it_was():
     assert not torch.is_anomaly_enabled()
     recbole_model("SINE", "")  # RecBole's SINE module switches it on when imported
     assert not torch.is_anomaly_enabled()
+
+
+def test_encoding_many_rows_without_gradients_goes_a_batch_at_a_time(small_data, monkeypatch):
+    from recbole_kd.model import sequential_backbone
+
+    train_data, model = built("DE", small_data)
+    model.eval()
+    net = model.student_net
+    queries = torch.arange(1, 101)
+    with torch.no_grad():
+        whole = net.encode(queries)
+        monkeypatch.setattr(sequential_backbone, "NO_GRAD_ROWS", 16)
+        sizes = []
+        forward = type(model.student).forward
+        monkeypatch.setattr(type(model.student), "forward",
+                            lambda self, seq, *a: sizes.append(len(seq)) or forward(self, seq, *a))
+        parts = net.encode(queries)
+    assert max(sizes) == 16 and sum(sizes) == 100
+    assert torch.allclose(parts, whole, atol=1e-6)

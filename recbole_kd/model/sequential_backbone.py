@@ -43,6 +43,7 @@ _REFUSED = {
     "DIEN": "labelled (click-through) rows",
 }
 QUERY_FIELD = "kd_query"  # the training row's position, added to the training rows
+NO_GRAD_ROWS = 2048  # rows encoded at once without gradients: RecBole's default batch
 
 
 def is_sequential(model_class: type) -> bool:
@@ -133,6 +134,10 @@ class SequentialBackbone:
         known = self._from_step(queries)
         if known is not None:
             return known
+        if not torch.is_grad_enabled() and len(queries) > NO_GRAD_ROWS:
+            # Every row at once (DE's teacher representations of all rows) would hold the
+            # activations of all of them: a training batch's worth at a time instead.
+            return torch.cat([self.encode(part) for part in queries.split(NO_GRAD_ROWS)])
         unique, inverse = queries.unique(return_inverse=True)
         if len(unique) < len(queries):  # one forward per distinct row (DCD's item side)
             return self.encode(unique)[inverse]
