@@ -121,7 +121,7 @@ def test_candidates_are_fixed_and_shared_by_validation_and_test(small_data):
 
 def test_other_held_out_item_is_left_out_of_validation(small_data):
     config, trainer, (_, valid_data, test_data) = protocol_run(
-        small_data, metrics=["Hit", "MRR"], topk=[1, 5]
+        small_data, metrics=["Hit", "MRR"], topk=[1, 5], valid_metric="Hit@5"
     )
     dataset = valid_data._dataset
     table = torch.rand(dataset.user_num, dataset.item_num, generator=torch.Generator().manual_seed(0))
