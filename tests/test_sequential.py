@@ -69,9 +69,8 @@ def test_every_method_distils_a_sasrec_into_a_sasrec(small_data, method):
 
 
 @pytest.mark.parametrize("method,teacher,student", [
-    ("RRD", "SASRec", "GRU4Rec"), ("DE", "SASRec", "GRU4Rec"), ("BD", "GRU4Rec", "GRU4Rec"),
-    ("RD", "Caser", "Caser"), ("RRD", "BERT4Rec", "BERT4Rec"), ("BD", "NARM", "NARM"),
-    ("DCD", "BERT4Rec", "SASRec"),
+    ("RRD", "SASRec", "GRU4Rec"), ("BD", "GRU4Rec", "GRU4Rec"), ("RD", "Caser", "Caser"),
+    ("DCD", "BERT4Rec", "NARM"),
 ])
 def test_the_exported_student_reloads_in_stock_recbole_with_the_printed_metrics(
         small_data, workdir, method, teacher, student):

@@ -108,9 +108,10 @@ def scoring_queries(model, test_data, limit: int = 2000) -> Interaction:
 
 
 @torch.no_grad()
-def inference_cost(model, queries: Interaction, repeats: int = 3) -> tuple[int, float]:
+def inference_cost(model, queries: Interaction, repeats: int = 5) -> tuple[int, float]:
     """(parameter count, full-sort scoring milliseconds per 1,000 queries, the least of
-    ``repeats`` passes over the same ``queries``, so that equal models get equal figures)."""
+    ``repeats`` passes over the same ``queries``: the least is the pass the machine's other
+    work slowed least, so equal models get close figures)."""
     model.eval()
     params = sum(p.numel() for p in model.parameters())
     best = float("inf")
@@ -272,7 +273,7 @@ def compare(dataset: str, pair_file: str, seeds: int = 1, baselines=None,
         table += f"\n\nSettings chosen on validation (seed {first_seed}, {tune} trials each):"
         table += "\n\n" + chosen_table(tuner.choices())
     table += ("\n\nScoring: full-sort scoring of the same queries (users, or a sequential split's "
-              "first test rows) by the deployed model, the least of 3 passes, in milliseconds per "
+              "first test rows) by the deployed model, the least of 5 passes, in milliseconds per "
               "1,000 queries; on a shared machine it varies with the load.")
     spread = "mean ± std over seeds" if seeds > 1 else "one seed"
     with open(os.path.join(results_dir, "comparison.md"), "w", encoding="utf-8") as f:
