@@ -246,7 +246,7 @@ def test_looking_up_a_sequential_model_leaves_anomaly_detection_as_it_was():
 def test_encoding_many_rows_without_gradients_goes_a_batch_at_a_time(small_data, monkeypatch):
     from recbole_kd.model import sequential_backbone
 
-    train_data, model = built("DE", small_data)
+    _, model = built("DE", small_data)
     model.eval()
     net = model.student_net
     queries = torch.arange(1, 101)
