@@ -12,6 +12,7 @@ from __future__ import annotations
 import copy
 import os
 import pickle
+import sys
 import tempfile
 import traceback
 from collections.abc import Callable, Iterator
@@ -79,6 +80,13 @@ def init_process(config_dict: dict) -> None:
     if not dist.is_initialized():
         # One timeout for both backends: NCCL's default (10 minutes) is shorter than gloo's.
         timeout = timedelta(minutes=float(config_dict.get("kd_dist_timeout") or 120))
+        if not from_torchrun and local_rank == 0 and config_dict["world_size"] > config_dict["nproc"]:
+            # The other ranks run on other machines: say what this one waits for, and how long.
+            print(f"Waiting for {config_dict['world_size'] - config_dict['nproc']} more rank(s) "
+                  f"at {config_dict['ip']}:{config_dict['port']}, started on other machines with "
+                  f"--group_offset; the run ends after kd_dist_timeout "
+                  f"({timeout.total_seconds() / 60:g} minutes) without them.", file=sys.stderr,
+                  flush=True)
         if from_torchrun:
             dist.init_process_group(backend=backend, init_method="env://", timeout=timeout)
         else:

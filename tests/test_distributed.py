@@ -233,3 +233,27 @@ def test_each_rank_trains_on_its_own_users_in_equal_steps(small_data, ranks):
     assert all(len(s["positions"]) <= interactions / ranks + largest_chunk for s in shards)
     assert shards[0]["batches"][0] == 512 // ranks
     assert len({tuple(s["batches"]) for s in shards}) == 1
+
+
+def test_a_rank_waiting_for_other_machines_says_so_and_times_out(monkeypatch, capsys):
+    """--nproc 1 --world_size 2: rank 0 says what it waits for, and the group's timeout is
+    kd_dist_timeout's for gloo and NCCL alike."""
+    from recbole_kd import distributed
+
+    asked = {}
+
+    class Stop(Exception):
+        pass
+
+    def init_process_group(**kwargs):
+        asked.update(kwargs)
+        raise Stop
+
+    monkeypatch.setattr(distributed.dist, "is_initialized", lambda: False)
+    monkeypatch.setattr(distributed.dist, "init_process_group", init_process_group)
+    config = {"local_rank": 0, "world_size": 2, "nproc": 1, "offset": 0, "ip": "localhost",
+              "port": "5999", "use_gpu": False, "kd_dist_timeout": 3}
+    with pytest.raises(Stop):
+        distributed.init_process(config)
+    assert asked["timeout"].total_seconds() == 180 and asked["world_size"] == 2
+    assert "Waiting for 1 more rank(s) at localhost:5999" in capsys.readouterr().err
