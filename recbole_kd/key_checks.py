@@ -72,6 +72,9 @@ def _one_of(*choices: str) -> Callable[[Any], bool]:
 KEY_RULES: dict[str, tuple[Callable[[Any], bool], str]] = {
     "teacher_model": (_optional_str, "a RecBole general model name, e.g. BPR"),
     "teacher_config": (_optional_dict, "a dict of the teacher's overrides, e.g. {embedding_size: 200}"),
+    "teachers": (lambda v: v is None or _teacher_list(v),
+                 ("null, or a list of at least two {model: <name>, config: {...}, "
+                  "checkpoint: <path or null>}")),
     "teacher_checkpoint": (_optional_str, "a path to a RecBole checkpoint (.pth) or null"),
     "student_model": (_is_str, "a RecBole general model name"),
     "student_config": (_optional_dict, "a dict of the student's overrides, e.g. {embedding_size: 20}"),
@@ -147,6 +150,14 @@ KEY_RULES: dict[str, tuple[Callable[[Any], bool], str]] = {
     "htd_tau_end": (_positive, "a number > 0"),
     "htd_anneal_epochs": (_optional(_positive_int), "a positive int or null (= epochs)"),
 }
+
+
+def _teacher_list(value: Any) -> bool:
+    return isinstance(value, list) and len(value) >= 2 and all(
+        isinstance(spec, dict) and isinstance(spec.get("model"), str)
+        and set(spec) <= {"model", "config", "checkpoint"}
+        and _optional_dict(spec.get("config")) and _optional_str(spec.get("checkpoint"))
+        for spec in value)
 
 
 def _positive_ints(x: Any) -> bool:
@@ -230,6 +241,9 @@ def check_values(config_dict: dict[str, Any]) -> None:
     places = [("", config_dict)]
     places += [(f"{role}_config.", config_dict.get(f"{role}_config") or {})
                for role in ("teacher", "student")]
+    places += [(f"teachers[{i}].config.", spec.get("config") or {})
+               for i, spec in enumerate(config_dict.get("teachers") or [])
+               if isinstance(spec, dict)]
     for prefix, values in places[1:]:
         check_role_keys(prefix, values)
     for prefix, values in places:

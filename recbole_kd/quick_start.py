@@ -67,24 +67,21 @@ def prepare_run(config: KDConfig) -> RunState:
     """The split, its loaders, the models trained before distillation and the run's model."""
     model_class = get_model(config["model"])
     if is_kd_model(config["model"]):
-        for role in ("teacher", "student"):  # before anything is read or trained
-            if config[f"{role}_model"]:
-                model_class.check_backbone(role, config[f"{role}_model"])
-        if config["teacher_model"] and config["student_model"]:
-            model_class.check_pair(config["teacher_model"], config["student_model"])
+        check_models(config, model_class)  # before anything is read or trained
     dataset, parts = build_split(config)
     pretrained = {}
     if is_kd_model(config["model"]):
         roles = pretrained_roles(config, model_class)
         for role in roles:
+            if role == "teacher" and config["teachers"] is not None:
+                pretrained[role], teachers = resolve_teachers(config, dataset, parts)
+                config = config.with_values(teachers=teachers)
+                continue
             pretrained[role] = resolve_pretrained(config, dataset, parts, role)
             if not config[f"{role}_model"]:  # named by its checkpoint
                 model_class.check_backbone(role, pretrained[role].model)
-        config = config.with_values(**{
-            key: value for spec in pretrained.values()
-            for key, value in ((f"{spec.role}_model", spec.model),
-                               (f"{spec.role}_config", spec.config))
-        })
+            config = config.with_values(**{f"{role}_model": pretrained[role].model,
+                                           f"{role}_config": pretrained[role].config})
     user_batches = is_kd_model(config["model"]) and model_class.trains_on_user_batches(config)
     train_data, valid_data, test_data = make_loaders(config, dataset, parts,
                                                      user_batches=user_batches)
@@ -97,6 +94,38 @@ def prepare_run(config: KDConfig) -> RunState:
         for role in model_class.pretrained_roles:
             load_pretrained_weights(model, pretrained[role])
     return RunState(config, train_data, valid_data, test_data, model, pretrained)
+
+
+def check_models(config: KDConfig, model_class: type) -> None:
+    """The teacher (or each of several teachers) and the student, refused before anything is
+    read or trained where the method cannot use them."""
+    model_class.check_teachers(config)
+    teachers = [spec["model"] for spec in config["teachers"] or []] or [config["teacher_model"]]
+    for teacher in filter(None, teachers):
+        model_class.check_backbone("teacher", teacher)
+    if config["student_model"]:
+        model_class.check_backbone("student", config["student_model"])
+        for teacher in filter(None, teachers):
+            model_class.check_pair(teacher, config["student_model"])
+
+
+def resolve_teachers(config: KDConfig, dataset, parts) -> tuple[Pretrained, list[dict]]:
+    """Each of several teachers trained alone on this split (cached) or read from its
+    checkpoint and checked, as a single teacher is; returned as one model whose weights are
+    the ensemble's (``members.<i>.*``), and the teachers' resolved specs."""
+    members, specs = [], []
+    for spec in config["teachers"]:
+        one = config.with_values(teacher_model=spec["model"],
+                                 teacher_config=spec.get("config") or {},
+                                 teacher_checkpoint=spec.get("checkpoint"))
+        member = resolve_pretrained(one, dataset, parts, "teacher")
+        members.append(member)
+        specs.append({"model": member.model, "config": member.config})
+    weights = {f"members.{i}.{key}": value for i, member in enumerate(members)
+               for key, value in member.state_dict.items()}
+    name = f"Ensemble({', '.join(member.model for member in members)})"
+    path = ", ".join(member.path for member in members)
+    return Pretrained("teacher", name, {}, weights, path), specs
 
 
 def load_pretrained_weights(model, spec: Pretrained) -> None:

@@ -4,8 +4,17 @@ from __future__ import annotations
 
 
 def _describe(config, role: str) -> str:
-    settings = ", ".join(f"{k}={v}" for k, v in (config[f"{role}_config"] or {}).items())
-    return f"{config[f'{role}_model']}({settings})"
+    # RecBole's Config has no get(); the summary also takes a plain dict.
+    teachers = config["teachers"] if "teachers" in config else None  # noqa: SIM401
+    if role == "teacher" and teachers is not None:
+        members = ", ".join(_model(spec["model"], spec.get("config")) for spec in teachers)
+        return f"Ensemble({members})"
+    return _model(config[f"{role}_model"], config[f"{role}_config"])
+
+
+def _model(name: str, overrides: dict | None) -> str:
+    settings = ", ".join(f"{k}={v}" for k, v in (overrides or {}).items())
+    return f"{name}({settings})"
 
 
 def format_summary(config, result: dict) -> str:

@@ -75,10 +75,12 @@ def check_representations(model_class: type, role: str) -> None:
         )
 
 
-def clear_caches(model: GeneralRecommender) -> None:
-    """Drop cached all-user/all-item tensors (LightGCN's restore_*) after weights change."""
-    for name in getattr(model, "other_parameter_name", []):
-        setattr(model, name, None)
+def clear_caches(model: torch.nn.Module) -> None:
+    """Drop cached all-user/all-item tensors (LightGCN's restore_*) after weights change, of
+    ``model`` and the models inside it (an ensemble's teachers)."""
+    for module in model.modules():
+        for name in getattr(module, "other_parameter_name", None) or []:
+            setattr(module, name, None)
 
 
 class Backbone:

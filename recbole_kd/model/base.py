@@ -32,6 +32,7 @@ from recbole_kd.model.backbone import (
     check_representations,
     clear_caches,
 )
+from recbole_kd.model.ensemble import EnsembleBackbone, TeacherEnsemble
 from recbole_kd.model.init import initialise
 from recbole_kd.model.role_config import backbone_class, derive_config
 from recbole_kd.model.sequential_backbone import (
@@ -81,6 +82,7 @@ class KnowledgeDistillationModel(GeneralRecommender):
     input_type = InputType.PAIRWISE
     needs_representations = False  # DE reads the models' user and item vectors
     teacher_trainable = False  # BD trains both models
+    takes_ensemble = False  # distils from several teachers' rank aggregate (``teachers``)
     pretrained_roles = ("teacher",)  # models trained (or loaded) before distillation
     exported_roles = ("student",)  # models saved as plain RecBole checkpoints after it
     defaults_from: tuple[str, ...] = ()  # methods whose property files hold this one's defaults
@@ -110,6 +112,15 @@ class KnowledgeDistillationModel(GeneralRecommender):
             check_representations(model_class, role)
 
     @classmethod
+    def check_teachers(cls, config) -> None:
+        """Refuse several teachers for a method that cannot distil from their ensemble."""
+        if config["teachers"] is not None and not cls.takes_ensemble:
+            raise BackboneError(
+                f"{cls.__name__} distils from a single teacher (it reads the teacher's "
+                "representations, or trains it): several teachers (teachers) are for RRD, RD, "
+                "CD and DCD. Set teacher_model instead, or use one of those methods.")
+
+    @classmethod
     def check_pair(cls, teacher: str, student: str) -> None:
         """Refuse a teacher and a student of different families (general, sequential): they
         score different queries (users, or training rows)."""
@@ -133,12 +144,13 @@ class KnowledgeDistillationModel(GeneralRecommender):
         self.student = initialise(
             self.student_config.model_class(self.student_config, dataset), self.student_config
         )
-        self.teacher_config = derive_config(
-            config, config["teacher_model"], config["teacher_config"], "teacher"
-        )
-        self.teacher = initialise(
-            self.teacher_config.model_class(self.teacher_config, dataset), self.teacher_config
-        )
+        members = teacher_specs(config)
+        configs = [derive_config(config, spec["model"], spec.get("config"), "teacher")
+                   for spec in members]
+        teachers = [initialise(c.model_class(c, dataset), c) for c in configs]
+        self.ensemble = config["teachers"] is not None
+        self.teacher_config = configs if self.ensemble else configs[0]
+        self.teacher = TeacherEnsemble(teachers) if self.ensemble else teachers[0]
         if not self.teacher_trainable:
             self.teacher.requires_grad_(False)
             self.teacher.eval()
@@ -147,7 +159,7 @@ class KnowledgeDistillationModel(GeneralRecommender):
             rows = QueryRows(dataset, self.student)
             self.QUERY, self.n_queries = QUERY_FIELD, len(rows)
             self.student_net = SequentialBackbone(self.student, rows, self.student_config)
-            self.teacher_net = SequentialBackbone(self.teacher, rows, self.teacher_config)
+            nets = [SequentialBackbone(t, rows, c) for t, c in zip(teachers, configs)]
             self.positives = target_matrix(rows, self.n_items)
             self.owned_users = range(self.n_queries)
             # Where a method ranks users (DCD's item side), a user is its latest training row.
@@ -156,11 +168,12 @@ class KnowledgeDistillationModel(GeneralRecommender):
             self.QUERY, self.n_queries = self.USER_ID, self.n_users
             self.user_queries = None  # users are the queries
             self.student_net = Backbone(self.student)
-            self.teacher_net = Backbone(self.teacher)
+            nets = [Backbone(t) for t in teachers]
             self.positives = dataset.inter_matrix(form="csr")
             # The block of users this process trains on: every user, or its rank's (whole
             # chunks of kd_chunk_size users); per-user state is kept for those alone.
             self.owned_users = sharding.owned_users(dataset, config["kd_chunk_size"])
+        self.teacher_net = EnsembleBackbone(self.teacher, nets) if self.ensemble else nets[0]
         self.distillers = nn.ModuleList()
         self._prepared = False
         if not self.teacher_trainable:
@@ -186,7 +199,10 @@ class KnowledgeDistillationModel(GeneralRecommender):
     def release_teacher(self) -> None:
         """Drop the frozen teacher and every reference to its weights."""
         self.teacher = None
-        self.teacher_net.model = None
+        if isinstance(self.teacher_net, EnsembleBackbone):
+            self.teacher_net.release()
+        else:
+            self.teacher_net.model = None
 
     def frozen_teacher_names(self) -> list[str]:
         """The frozen teacher's weights and buffers, which DDP neither broadcasts nor holds:
@@ -278,6 +294,14 @@ class KnowledgeDistillationModel(GeneralRecommender):
             best_valid_score=best_valid_score,
         )
         return checkpoint.atomic_save(state, path)
+
+
+def teacher_specs(config) -> list[dict]:
+    """The run's teachers as ``{model, config}`` specs: the list ``teachers``, or the one of
+    ``teacher_model`` and ``teacher_config``."""
+    if config["teachers"] is not None:
+        return config["teachers"]
+    return [{"model": config["teacher_model"], "config": config["teacher_config"]}]
 
 
 def target_matrix(rows: QueryRows, n_items: int) -> sp.csr_matrix:

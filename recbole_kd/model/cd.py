@@ -122,6 +122,8 @@ class CDDistiller(CheckpointedDraws, Distiller):
 class CD(KnowledgeDistillationModel):
     """A student trained with its own loss plus Collaborative Distillation."""
 
+    takes_ensemble = True  # reads its teacher's ranking or scores alone
+
     def __init__(self, config, dataset):
         super().__init__(config, dataset)
         self.distillers.append(CDDistiller(self, config))

@@ -162,6 +162,8 @@ class DCD(KnowledgeDistillationModel):
     with ``dcd_rrd_weight`` > 0, RRD's term with that weight (RRD's other settings, the rrd_*
     keys, come from RRD's property file; its ``rrd_weight`` is not used)."""
 
+    takes_ensemble = True  # reads its teacher's ranking or scores alone
+
     defaults_from = ("RRD",)
 
     def __init__(self, config, dataset):

@@ -103,6 +103,8 @@ class RDDistiller(CheckpointedDraws, Distiller):
 class RD(KnowledgeDistillationModel):
     """A student trained with its own loss plus Ranking Distillation."""
 
+    takes_ensemble = True  # reads its teacher's ranking or scores alone
+
     def __init__(self, config, dataset):
         super().__init__(config, dataset)
         self.distillers.append(RDDistiller(self, config))

@@ -87,6 +87,8 @@ class RRDDistiller(Distiller):
 class RRD(KnowledgeDistillationModel):
     """A student trained with its own loss plus Relaxed Ranking Distillation."""
 
+    takes_ensemble = True  # reads its teacher's ranking or scores alone
+
     def __init__(self, config, dataset):
         super().__init__(config, dataset)
         self.distillers.append(RRDDistiller(self, config))
