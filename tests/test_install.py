@@ -31,8 +31,10 @@ def installed(tmp_path_factory) -> str:
     with open(os.path.join(env_site, "dependencies.pth"), "w", encoding="utf-8") as f:
         f.write("\n".join(site.getsitepackages()) + "\n")
     python = str(root / "env" / "bin" / "python")
+    # --ignore-installed: a recbole_kd installed in this environment (as CI installs it) must
+    # not stand in for the wheel.
     subprocess.run([sys.executable, "-m", "pip", "--python", python, "install", "--quiet",
-                    "--no-deps", wheel], check=True, capture_output=True)
+                    "--no-deps", "--ignore-installed", wheel], check=True, capture_output=True)
     return str(root / "env" / "bin")
 
 
